@@ -1,0 +1,23 @@
+"""OmegaConf resolvers used by the configs. Registered by the CLI before Hydra composes anything.
+
+- `${mul:a,b,...}`: product, e.g. `in_features: ${mul:${.channels},${.size},${.size}}`.
+- `${first:a,b,...}`: first argument that is not null, e.g. `size: ${first:${.image_size},28}`.
+- `${uid:}`: a short id fixed for this process, so two runs started in the same second never share
+  a folder, while one sweep's jobs share their sweep folder.
+"""
+
+import math
+import secrets
+
+from omegaconf import OmegaConf
+
+_PROCESS_ID = secrets.token_hex(3)
+
+
+def register() -> None:
+    """Register the resolvers once (idempotent)."""
+    if OmegaConf.has_resolver("mul"):
+        return
+    OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
+    OmegaConf.register_new_resolver("first", lambda *xs: next((x for x in xs if x is not None), None))
+    OmegaConf.register_new_resolver("uid", lambda: _PROCESS_ID)
