@@ -1,0 +1,226 @@
+"""Torchvision's classic data sets as in-memory tensors: MNIST, Fashion-MNIST, CIFAR-10/100, SVHN.
+
+Torchvision reads the files in their official on-disk formats (IDX, pickled batches, .mat) and decodes
+them into whole arrays (`.data`, `.targets`); we take those arrays as they are, so there is no
+per-sample Python and no per-sample transform. Images become uint8 (N, C, H, W), labels int64 (N,).
+The test split is the official one; validation is split off training by `TensorData`.
+
+Torchvision's errors (missing files, failed md5 check, unparsable files, failed download) become one
+`DlxError` line that names the data set, the absolute folder it looked in and what to do.
+"""
+
+import os
+import pickle
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import datasets
+
+from dlx.data.base import Splits, TensorData
+from dlx.errors import DlxError
+
+T = TypeVar("T")
+
+# What a broken or foreign file makes torchvision raise while parsing: the IDX reader asserts on the
+# header, pickle and scipy.io raise their own errors, a short file gives EOFError or a reshape ValueError.
+_PARSE_ERRORS = (
+    RuntimeError, OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AssertionError,
+    pickle.UnpicklingError,
+)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message squeezed to one line (torchvision's download errors span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _without_md5(cls: type[T], file_lists: dict[str, object]) -> type[T]:
+    """A subclass of a torchvision data set whose file lists carry md5 None, so checks test existence only."""
+    return type(f"Unverified{cls.__name__}", (cls,), file_lists)
+
+
+class TorchvisionData(TensorData):
+    """Shared part: where the files are and how torchvision's errors become one clear `DlxError`.
+
+    Subclasses set `name` (as in conf/data), `verify` (md5 check of the official files) and
+    implement `folder()`, `files()` and `load()`.
+    """
+
+    name = ""
+    verify = False
+
+    def folder(self) -> str:
+        """Absolute folder torchvision reads the files from."""
+        raise NotImplementedError
+
+    def files(self) -> list[str]:
+        """File names torchvision expects in `folder()`."""
+        raise NotImplementedError
+
+    def open(self, make: Callable[[], T]) -> T:
+        """Run `make` (a torchvision constructor); turn what it raises into one line that says what to do."""
+        try:
+            return make()
+        except _PARSE_ERRORS as e:
+            raise self._error(e) from e
+
+    def _error(self, e: BaseException) -> DlxError:
+        folder = self.folder()
+        missing = [f for f in self.files() if not os.path.isfile(os.path.join(folder, f))]
+        if missing and self.download:
+            return DlxError(
+                f"{self.name}: could not download into {folder} ({_one_line(e)}); "
+                f"put the files ({', '.join(self.files())}) there by hand"
+            )
+        if missing:
+            return DlxError(
+                f"{self.name}: data set files not found in {folder} (missing {', '.join(missing)}); "
+                f"pass data.download=true to fetch them, or put the torchvision files there"
+            )
+        # With verify on, torchvision's RuntimeError on present files means an md5 mismatch.
+        reason = "md5 differs from the official files" if self.verify and isinstance(e, RuntimeError) else _one_line(e)
+        hint = " (or data.verify=false for files you wrote yourself in this format)" if self.verify else ""
+        return DlxError(
+            f"{self.name}: files in {folder} are corrupt or not the official release ({reason}); "
+            f"delete them and pass data.download=true{hint}"
+        )
+
+
+# ---- MNIST family: IDX files under <root>/<ClassName>/raw ------------------------------------------
+class MNIST(TorchvisionData):
+    """MNIST handwritten digits, 28x28 grey, 60k train / 10k test (torchvision's IDX reader)."""
+
+    name = "mnist"
+    source: type[datasets.MNIST] = datasets.MNIST
+
+    def folder(self) -> str:
+        # Torchvision's `raw_folder` is <root>/<class name>/raw; the IDX files are read uncompressed.
+        return os.path.abspath(os.path.join(self.root, self.source.__name__, "raw"))
+
+    def files(self) -> list[str]:
+        return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.source.resources]
+
+    def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+        ds = self.open(lambda: self.source(self.root, train=train, download=self.download))
+        return ds.data[:, None], ds.targets.long(), list(ds.classes)  # (N, 1, 28, 28) uint8, (N,)
+
+    def load(self) -> Splits:
+        x, y, classes = self._split(train=True)
+        x_test, y_test, _ = self._split(train=False)
+        return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
+
+
+class FashionMNIST(MNIST):
+    """Fashion-MNIST: Zalando's clothing images in MNIST's format and shape (10 classes)."""
+
+    name = "fashion_mnist"
+    source = datasets.FashionMNIST
+
+
+# ---- CIFAR: pickled batches under <root>/cifar-10-batches-py or <root>/cifar-100-python -----------
+def _cifar_without_md5(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
+    return _without_md5(cls, {
+        "train_list": [[f, None] for f, _ in cls.train_list],
+        "test_list": [[f, None] for f, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+    })
+
+
+class CIFAR10(TorchvisionData):
+    """CIFAR-10: 32x32 colour images, 10 classes, 50k train / 10k test.
+
+    Args:
+        verify: check the md5 sums of the official files (torchvision's default). Files you wrote
+            yourself in the same format (tests, subsets) have other sums: pass false for them.
+        The other arguments are `TensorData`'s.
+    """
+
+    name = "cifar10"
+    source: type[datasets.CIFAR10] = datasets.CIFAR10
+    unverified: type[datasets.CIFAR10] = _cifar_without_md5(datasets.CIFAR10)
+
+    def __init__(
+        self,
+        *,
+        root: str = "data",
+        download: bool = False,
+        verify: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        val_fraction: float = 0.1,
+        normalize: bool = True,
+        crop_padding: int = 0,
+        flip: bool = False,
+        cutout: int = 0,
+        limit: int | None = None,
+        image_size: int | None = None,
+        on_device: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(
+            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
+            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
+        )
+        self.verify = verify
+
+    def folder(self) -> str:
+        return os.path.abspath(os.path.join(self.root, self.source.base_folder))
+
+    def files(self) -> list[str]:
+        src = self.source
+        return [f for f, _ in src.train_list + src.test_list] + [src.meta["filename"]]
+
+    def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+        cls = self.source if self.verify else self.unverified
+        ds = self.open(lambda: cls(self.root, train=train, download=self.download))
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        y = torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))  # (N,)
+        return x, y, list(ds.classes)
+
+    def load(self) -> Splits:
+        x, y, classes = self._split(train=True)
+        x_test, y_test, _ = self._split(train=False)
+        return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
+
+
+class CIFAR100(CIFAR10):
+    """CIFAR-100: CIFAR-10's format with 100 fine classes (the coarse superclasses are not used)."""
+
+    name = "cifar100"
+    source = datasets.CIFAR100
+    unverified = _cifar_without_md5(datasets.CIFAR100)
+
+
+# ---- SVHN: one .mat file per split directly under <root> ------------------------------------------
+_SVHN_UNVERIFIED = _without_md5(
+    datasets.SVHN, {"split_list": {k: [url, f, None] for k, (url, f, _) in datasets.SVHN.split_list.items()}}
+)
+
+
+class SVHN(CIFAR10):
+    """Street View House Numbers (cropped digits): 32x32 colour, 73k train / 26k test; the digit 0 is label 0.
+
+    Same constructor as `CIFAR10` (with `verify`). The 531k "extra" images are not used.
+    """
+
+    name = "svhn"
+    source = datasets.SVHN
+    unverified = _SVHN_UNVERIFIED
+
+    def folder(self) -> str:
+        return os.path.abspath(self.root)
+
+    def files(self) -> list[str]:
+        return [self.source.split_list[s][1] for s in ("train", "test")]
+
+    def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+        cls = self.source if self.verify else self.unverified
+        split = "train" if train else "test"
+        ds = self.open(lambda: cls(self.root, split=split, download=self.download))
+        x = torch.from_numpy(np.ascontiguousarray(ds.data))  # already (N, 3, 32, 32) uint8
+        y = torch.from_numpy(ds.labels.astype(np.int64))  # (N,), 10 already mapped to 0 by torchvision
+        return x, y, [str(i) for i in range(10)]  # torchvision's SVHN has no `.classes`
