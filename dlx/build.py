@@ -1,0 +1,111 @@
+"""Instantiate the composed config: data, model, loss, task, optimizers, schedulers.
+
+Hydra's `instantiate` runs whatever a `_target_` names, so every target is checked against an
+allowlist of module prefixes first. Constructors take explicit keyword arguments, so a key that does
+not exist fails here with the key named.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dlx.errors import ConfigError, DlxError
+
+ALLOWED_PREFIXES = ("dlx.", "torch.", "torchvision.")
+# Keys a data config declares (for models to interpolate) rather than passes to its constructor.
+DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")
+
+
+def _targets(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child = node._get_node(key)
+            if key == "_target_":
+                yield path, str(node[key])
+            elif isinstance(child, DictConfig):
+                yield from _targets(child, f"{path}.{key}" if path else str(key))
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse any `_target_` outside dlx, torch, torchvision and `allowed_targets`."""
+    allowed = ALLOWED_PREFIXES + tuple(p.rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
+    for path, target in _targets(cfg, ""):
+        if not target.startswith(allowed):
+            raise ConfigError(
+                f"{path}._target_", target,
+                f"targets must start with {', '.join(allowed)} (add a prefix to allowed_targets to trust it)",
+            )
+
+
+def create(node: DictConfig, key: str, **extra: Any) -> Any:
+    """`hydra.utils.instantiate` whose failures on bad arguments become one clear line naming `key`."""
+    try:
+        return instantiate(node, **extra, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        if isinstance(cause, DlxError):
+            raise cause from None
+        msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in msg:
+            bad = msg.split("'")[-2]
+            raise ConfigError(f"{key}.{bad}", OmegaConf.select(node, bad), f"{node._target_} takes no such argument") from None
+        raise DlxError(f"{key}: cannot build {node.get('_target_')}: {msg}") from None
+
+
+def build_data(cfg: DictConfig, device: torch.device):  # noqa: ANN201 - a data module
+    """Instantiate the data module, load it onto `device`, and check the declared shapes."""
+    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_DECLARATIONS])
+    data = create(node, "data")
+    data.setup(device)
+    for key, real in data.facts().items():
+        declared = cfg.data.get(key)
+        if declared is not None and declared != real:
+            raise ConfigError(f"data.{key}", declared, f"the loaded data has {key}={real}")
+    return data
+
+
+def build_task(cfg: DictConfig) -> nn.Module:
+    """Model (with its init), loss and the task that joins them."""
+    model = create(cfg.model, "model")
+    if cfg.get("init") is not None:
+        create(cfg.init, "init")(model)
+    loss = create(cfg.loss, "loss")
+    return create(cfg.task, "task", model=model, loss=loss)
+
+
+def freeze(task: nn.Module, prefixes: list[str]) -> None:
+    """Stop gradients for parameters whose name (inside the model) starts with any prefix."""
+    names = [n for n, _ in task.model.named_parameters()]
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            raise ConfigError("freeze", prefix, "names no module of the model (see `dlx models --names`)")
+        for name, p in task.model.named_parameters():
+            if name in hits:
+                p.requires_grad_(False)
+
+
+def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per parameter group of the task (fused kernels on CUDA where torch has them)."""
+    optimizers = {}
+    for name, params in task.param_groups().items():
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ConfigError("freeze", list(cfg.freeze), f"leaves no trainable parameters for optimizer '{name}'")
+        node = cfg.optimizer
+        extra: dict[str, Any] = {}
+        if device.type == "cuda" and node._target_ in ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"):
+            extra["fused"] = True
+        optimizers[name] = create(node, "optimizer")(params, **extra)
+    return optimizers
+
+
+def build_schedulers(cfg: DictConfig, optimizers: dict, total_steps: int) -> dict[str, Any]:
+    """One step-counted scheduler per optimizer; `total_steps` is the run's number of optimizer steps."""
+    make = create(cfg.scheduler, "scheduler")
+    return {name: make(opt, total_steps=total_steps) for name, opt in optimizers.items()}

@@ -1,0 +1,153 @@
+"""The `dlx` command. Nothing here imports torch: `dlx --help` and `dlx runs` start in a blink.
+
+`dlx train` hands the command line to Hydra (composition, run folders, sweeps, launchers), after
+composing and checking every job's config first, so a typo fails in one line before any folder is
+made. Other commands are argparse programs in their own modules, imported only when called.
+"""
+
+import os
+import sys
+from importlib import import_module
+
+from dlx.errors import EXIT_USER_ERROR, DlxError
+
+# command -> (module, one-line help). Each module has `main(argv: list[str]) -> int`.
+COMMANDS = {
+    "train": ("dlx.cli", "train a model: dlx train model=resnet data=cifar10 optimizer.lr=0.05 [-m for sweeps]"),
+    "resume": ("dlx.resume", "continue an interrupted run in its own folder: dlx resume RUN_DIR [overrides]"),
+    "runs": ("dlx.runs", "table of runs under experiments/ (or PATH): dlx runs [PATH] [--sort KEY] [--limit N]"),
+    "models": ("dlx.models_table", "every model with parameters and FLOPs at a data set's shape: dlx models [overrides]"),
+    "compare": ("dlx.compare", "mean +- std of sweep runs grouped by overrides minus seed: dlx compare [SWEEP_DIR]"),
+    "eval": ("dlx.analysis.evaluate", "test metrics of a run's best weights, MC-dropout: dlx eval RUN_DIR"),
+    "predict": ("dlx.analysis.predict", "class probabilities for image files: dlx predict RUN_DIR FILE..."),
+    "viz": ("dlx.analysis.viz", "look inside a trained net: dlx viz cam|filters|embed|eigen|... RUN_DIR"),
+    "sample": ("dlx.sample", "images from a trained VAE or GAN: dlx sample RUN_DIR [--n 64] [--out FILE.png]"),
+    "active": ("dlx.analysis.active", "active learning with MC-dropout acquisition: dlx active [overrides]"),
+}
+
+USAGE = "usage: dlx COMMAND [ARGS]\n\ncommands:\n" + "\n".join(f"  {k:<8} {v[1]}" for k, v in COMMANDS.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        sys.exit(0)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command '{command}': choose one of {', '.join(COMMANDS)}")
+    try:
+        module = import_module(COMMANDS[command][0])
+        code = train(rest) if command == "train" else module.main(rest)
+    except DlxError as e:
+        fail(str(e))
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("dlx."):
+            fail(f"'dlx {command}' is not available in this version ({e.name} is missing)")
+        raise
+    sys.exit(code or 0)
+
+
+def fail(message: str) -> None:
+    """A user error: one plain line, exit code 2, traceback only with DLX_DEBUG=1."""
+    if os.environ.get("DLX_DEBUG") and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
+    print(f"dlx: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+# ---- dlx train ------------------------------------------------------------------------------------
+def train(argv: list[str]) -> int:
+    """Check every job's config, then let Hydra run (or sweep) `dlx.train.run`."""
+    from dlx import config, resolvers
+
+    resolvers.register()
+    config.register_schema()
+    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve") or a.startswith("--cfg")
+               for a in argv):
+        for overrides in job_overrides([a for a in argv if not a.startswith("-")]):
+            config.check(overrides)
+    return hydra_main(argv)
+
+
+def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
+    """The override lists of a sweep's jobs (Hydra's cartesian product), at most `limit` of them.
+
+    Range and interval sweeps (Optuna) are left out: their values are chosen while sweeping.
+    """
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dlx.config import explain
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # noqa: BLE001 - Hydra's parse errors; turned into one line
+        raise explain(e) from None
+    lists = []
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            lists.append([f"{key}={o.get_value_element_as_str()}"])
+        elif o.is_discrete_sweep():
+            lists.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+    return [list(x) for x in itertools.islice(itertools.product(*lists), limit)]
+
+
+_EXIT = {"code": 0}
+
+
+def hydra_main(argv: list[str]) -> int:
+    """Run Hydra's main on `argv` with conf/ as the config folder; return the worst job exit code."""
+    import hydra
+
+    from dlx.config import conf_dir
+
+    @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+    def job(cfg) -> int:  # noqa: ANN001 - DictConfig
+        code = run_job(cfg)
+        _EXIT["code"] = max(_EXIT["code"], code)
+        return code
+
+    sys.argv = ["dlx", *argv]
+    _EXIT["code"] = 0
+    job()
+    return _EXIT["code"]
+
+
+def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
+    """One Hydra job: resolve the config in the job's folder and train."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from dlx.config import check_config
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    sweeping = hc.mode == RunMode.MULTIRUN
+    try:
+        OmegaConf.resolve(cfg)  # `${hydra:...}` (the run name) can only be resolved inside the job
+        check_config(cfg)
+        from dlx.train import run
+
+        return run(cfg, run_dir)
+    except DlxError as e:
+        if not sweeping:
+            raise
+        print(f"dlx: error in job {hc.job.num} ({run_dir}): {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as e:  # a bug in one sweep job must not stop the sweep: record it and go on
+        if not sweeping:
+            raise
+        import traceback
+
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        print(f"dlx: job {hc.job.num} failed ({run_dir}): {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,296 @@
+"""Where the configs live, their schema, and the checks that run before any work.
+
+Hydra's struct mode already rejects unknown keys given on the command line. This module adds the
+types of the run-level and trainer keys (a structured schema that Hydra merges under conf/train.yaml)
+and the value checks a type cannot express (ranges, allowed choices), each failing with one line that
+names the key, the value and what is allowed.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlx.errors import ConfigError
+
+PRECISIONS = ("auto", "32", "bf16", "16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ON_NONFINITE = ("stop", "skip")
+AUTO_BOOL = ("auto", "true", "false")
+
+
+def conf_dir() -> Path:
+    """The conf/ folder: next to the package in a checkout or editable install, inside it in a wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dlx cannot find its conf/ folder next to {here}")
+
+
+@dataclass
+class TrainerSchema:
+    """Types of `trainer.*` (defaults live in conf/trainer/default.yaml)."""
+
+    epochs: int = 10
+    max_steps: int | None = None
+    val_every: int | None = None
+    log_every: int = 25
+    ckpt_every: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+    grad_clip: float | None = None
+    accumulate: int = 1
+    ema: float | None = None
+    early_stop: int | None = None
+    monitor: str | None = None
+    monitor_mode: str | None = None
+    deterministic: bool = False
+    on_nonfinite: str = "stop"
+    log_grad_norms: bool = False
+    histograms: bool = False
+    overfit_batches: int = 0
+    detect_anomaly: bool = False
+    progress: bool = True
+    devices: int = 1
+
+
+@dataclass
+class PathsSchema:
+    experiments: str = "experiments"
+    data: str = "data"
+
+
+@dataclass
+class RootSchema:
+    """Types of the run-level keys. Groups (model, data, ...) vary by choice and are checked at build."""
+
+    task: Any = None
+    model: Any = None
+    data: Any = None
+    loss: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    init: Any = None
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    name: str = "run"
+    seed: int = 0
+    allowed_targets: list[str] = field(default_factory=list)
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)
+    sweep: Any = None
+
+
+def register_schema() -> None:
+    """Put the schema in Hydra's ConfigStore as `dlx_schema` (the first entry of train.yaml's defaults)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="dlx_schema", node=RootSchema)
+
+
+# ---- value checks -------------------------------------------------------------------------------
+def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(key, value, "must be a number >= 0" if allow_zero else "must be a number > 0")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if str(value).lower() not in choices:
+        raise ConfigError(key, value, f"choose one of {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values before any work: raise ConfigError naming the first bad key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], "???", "is required: set it on the command line, e.g. " + f"{missing[0]}=...")
+    t = cfg.trainer
+    for key in ("epochs", "log_every", "accumulate", "devices"):
+        if t[key] < 1:
+            raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1")
+    for key in ("max_steps", "val_every", "ckpt_every", "early_stop"):
+        if t[key] is not None and t[key] < 1:
+            raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1 or null")
+    _positive("trainer.grad_clip", t.grad_clip)
+    if t.ema is not None and not 0 < t.ema < 1:
+        raise ConfigError("trainer.ema", t.ema, "must be a decay in (0, 1), e.g. 0.999, or null")
+    if t.overfit_batches < 0:
+        raise ConfigError("trainer.overfit_batches", t.overfit_batches, "must be >= 0")
+    _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("trainer.on_nonfinite", t.on_nonfinite, ON_NONFINITE)
+    _choice("trainer.channels_last", t.channels_last, AUTO_BOOL)
+    if str(t.device).split(":")[0] not in DEVICES:
+        raise ConfigError("trainer.device", t.device, f"choose one of {', '.join(DEVICES)} (or cuda:N)")
+    if t.monitor_mode is not None:
+        _choice("trainer.monitor_mode", t.monitor_mode, ("min", "max"))
+    _validate_groups(cfg)
+
+
+def _validate_groups(cfg: DictConfig) -> None:
+    """Ranges of the group keys that every choice of the group shares."""
+    opt = cfg.optimizer
+    if "lr" in opt:
+        _positive("optimizer.lr", opt.lr)
+    if "weight_decay" in opt:
+        _positive("optimizer.weight_decay", opt.weight_decay, allow_zero=True)
+    if "momentum" in opt:
+        if not isinstance(opt.momentum, int | float) or not 0 <= opt.momentum < 1:
+            raise ConfigError("optimizer.momentum", opt.momentum, "must be in [0, 1)")
+    data = cfg.data
+    for key in ("batch_size", "eval_batch_size"):
+        if key in data and (not isinstance(data[key], int) or data[key] < 1):
+            raise ConfigError(f"data.{key}", data[key], "must be an integer >= 1")
+    if "val_fraction" in data and not 0 < data.val_fraction < 1:
+        raise ConfigError("data.val_fraction", data.val_fraction, "must be in (0, 1)")
+    if "limit" in data and data.limit is not None and data.limit < 1:
+        raise ConfigError("data.limit", data.limit, "must be an integer >= 1 or null")
+    if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
+        raise ConfigError("model.dropout", cfg.model.dropout, "must be in [0, 1)")
+    if "label_smoothing" in cfg.loss and not 0 <= cfg.loss.label_smoothing < 1:
+        raise ConfigError("loss.label_smoothing", cfg.loss.label_smoothing, "must be in [0, 1)")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose conf/train.yaml with overrides, as `dlx train` does, without running (tests, tools).
+
+    The `${hydra:...}` resolver is not available outside a Hydra run, so `name` falls back to
+    task-model-data read from the choices Hydra records.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dlx import resolvers
+
+    resolvers.register()
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    with _open(cfg):
+        if "${hydra:" in str(OmegaConf.to_container(cfg, resolve=False).get("name", "")):
+            cfg.name = f"{choices.task}-{choices.model}-{choices.data}"
+        del cfg["hydra"]
+    return cfg
+
+
+class _open:
+    """Context manager: lift struct/readonly flags on a config for a controlled edit."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def __enter__(self) -> DictConfig:
+        OmegaConf.set_struct(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)
+
+
+# ---- turning Hydra's and OmegaConf's errors into one line -------------------------------------------
+def explain(e: BaseException) -> "ConfigError | DlxError":
+    """Translate a composition error into a one-line DlxError naming the key, the value and the choices."""
+    import difflib
+    import re
+
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    from dlx.errors import DlxError
+
+    text = str(e)
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if isinstance(e, MissingConfigException) and e.options is not None:
+        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        group, choice = (m.group(1), m.group(2)) if m else ("config", e.missing_cfg_file)
+        near = difflib.get_close_matches(str(choice), list(e.options), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return ConfigError(group, choice, f"choose one of {', '.join(sorted(e.options))}{hint}")
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, OmegaConfBaseException):
+        e, text = cause, str(cause)
+    key = getattr(e, "full_key", None) or _full_key(text)
+    if isinstance(e, ConfigKeyError) or "not in struct" in text:
+        parent, _, leaf = (key or "").rpartition(".")
+        return DlxError(f"{key}: no such key{_suggest(parent, leaf)}; to add a new key use +{key}=...")
+    if isinstance(e, ValidationError):
+        return DlxError(f"{key}: {first}")
+    if "Could not override" in text:
+        k = re.search(r"Could not override '([^']+)'", text)
+        return DlxError(f"{k.group(1) if k else key}: {_last_reason(text)}")
+    if "Error parsing override" in text or "mismatched input" in text or "no viable alternative" in text:
+        return DlxError(f"cannot parse the override: {first}")
+    return DlxError(first)
+
+
+def _full_key(text: str) -> str | None:
+    import re
+
+    m = re.search(r"full_key: (\S+)", text)
+    return m.group(1) if m else None
+
+
+def _last_reason(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in lines:
+        if not line.startswith(("Could not override", "To append", "full_key", "object_type", "reference_type")):
+            return line
+    return lines[-1] if lines else "invalid override"
+
+
+def _suggest(parent: str, leaf: str) -> str:
+    """'did you mean' from the keys that exist under `parent` in the default composition."""
+    import difflib
+
+    try:
+        node = OmegaConf.select(_default_keys(), parent) if parent else _default_keys()
+        options = list(node.keys()) if isinstance(node, DictConfig) else []
+    except Exception:  # noqa: BLE001 - a suggestion is optional
+        options = []
+    near = difflib.get_close_matches(leaf, [str(o) for o in options], n=1)
+    return f" (did you mean {parent + '.' if parent else ''}{near[0]}?)" if near else ""
+
+
+_DEFAULTS: dict[str, DictConfig] = {}
+
+
+def _default_keys() -> DictConfig:
+    if "cfg" not in _DEFAULTS:
+        _DEFAULTS["cfg"] = compose([])
+    return _DEFAULTS["cfg"]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that must hold before a run starts: values, then `_target_` allowlist."""
+    from dlx.build import check_targets
+
+    validate(cfg)
+    check_targets(cfg)
+
+
+def check(overrides: list[str]) -> DictConfig:
+    """Compose with `overrides` and check the result; any failure becomes one DlxError line."""
+    from dlx.errors import DlxError
+
+    try:
+        cfg = compose(overrides)
+    except DlxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Hydra/OmegaConf composition errors, translated
+        raise explain(e) from None
+    try:
+        check_config(cfg)
+    except DlxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. interpolation to a missing key
+        raise explain(e) from None
+    return cfg

@@ -1,0 +1,46 @@
+"""What a person sees in the terminal: the config tree at the start, a result table at the end."""
+
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+console = Console()
+
+
+def config_tree(cfg: Any) -> Tree:
+    """A rich tree of the composed config, one branch per group."""
+    tree = Tree("[bold]config")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            branch = tree.add(f"[bold cyan]{key}")
+            for k, v in value.items():
+                branch.add(f"{k}: {v}")
+        else:
+            tree.add(f"[cyan]{key}[/]: {value}")
+    return tree
+
+
+def start(r: Any) -> None:
+    console.print(config_tree(r.cfg))
+    console.print(f"[bold]run[/] {r.run_dir}  device={r.device} precision={r.precision} "
+                  f"params={r.meta.get('params'):,} steps={r.total_steps} ({r.steps_per_epoch}/epoch)")
+
+
+def finish(r: Any, status: str) -> None:
+    """One screen: status, best and final metrics, where the run is."""
+    table = Table(title=f"{r.cfg.name}: {status}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    final = {**r.last_val, **r.test}
+    for k, v in sorted(final.items()):
+        table.add_row(k, f"{v:.4f}")
+    if r.state.best is not None:
+        table.add_row(f"best {r.monitor} (step {r.state.best_step})", f"{r.state.best:.4f}")
+    console.print(table)
+    if r.error:
+        console.print(f"[red]{r.error}")
+    console.print(f"run folder: {r.run_dir}")

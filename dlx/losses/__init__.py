@@ -1,0 +1,1 @@
+"""Losses by family: classification, reconstruction, gan, regression; each a module with explicit arguments."""

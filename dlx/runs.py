@@ -1,0 +1,80 @@
+"""`dlx runs [PATH]`: a table of every run folder under experiments/ (or PATH), read from summary.json.
+
+Reads folders only (no torch import), so it is instant and works while runs are training.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def find_runs(root: Path) -> list[dict[str, Any]]:
+    """Every summary.json below `root`, with the folder it came from, newest first."""
+    runs = []
+    for path in sorted(Path(root).rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        summary["_dir"] = path.parent
+        runs.append(summary)
+    return runs
+
+
+def main_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Test metrics if the run got that far, else the last validation metrics."""
+    final = summary.get("metrics", {}).get("final", {})
+    picked = {k: v for k, v in final.items() if k.startswith("test/")}
+    return picked or {k: v for k, v in final.items() if k.startswith("val/")}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dlx runs", description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", default="experiments", type=Path)
+    parser.add_argument("--sort", default=None, help="metric or column to sort by, e.g. test/acc or duration")
+    parser.add_argument("--limit", type=int, default=None, help="show at most N runs")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    args = parser.parse_args(argv)
+    if not args.path.exists():
+        from dlx.errors import DlxError
+
+        raise DlxError(f"{args.path} does not exist (runs are written under experiments/ in the current folder)")
+    runs = find_runs(args.path)
+    if args.sort:
+        runs.sort(key=lambda s: _sort_value(s, args.sort), reverse=True)
+    else:
+        runs.sort(key=lambda s: str(s["_dir"]), reverse=True)
+    runs = runs[: args.limit] if args.limit else runs
+    if args.json:
+        for s in runs:
+            print(json.dumps({"dir": str(s["_dir"]), "name": s.get("name"), "status": s.get("status"),
+                              "metrics": main_metrics(s), "duration_s": s.get("duration_s")}))
+        return 0
+    print_table(runs, args.path)
+    return 0
+
+
+def _sort_value(summary: dict[str, Any], key: str) -> float:
+    value = summary.get("metrics", {}).get("final", {}).get(key, summary.get(key.replace("duration", "duration_s")))
+    return value if isinstance(value, int | float) else float("-inf")
+
+
+def print_table(runs: list[dict[str, Any]], root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = sorted({k for s in runs for k in main_metrics(s)})
+    table = Table(title=f"{len(runs)} runs under {root}")
+    for col in ("name", "folder", "status", *columns, "duration"):
+        table.add_column(col, justify="right" if col in columns or col == "duration" else "left")
+    colors = {"completed": "green", "running": "yellow", "failed": "red", "diverged": "red", "interrupted": "magenta"}
+    for s in runs:
+        metrics = main_metrics(s)
+        status = s.get("status", "?")
+        table.add_row(
+            str(s.get("name", "?")), str(Path(s["_dir"]).relative_to(root)) if Path(s["_dir"]) != root else ".",
+            f"[{colors.get(status, 'white')}]{status}[/]", *(f"{metrics[c]:.4f}" if c in metrics else "" for c in columns),
+            f"{s.get('duration_s', 0):.1f}s",
+        )
+    Console(width=200).print(table)

@@ -1,0 +1,121 @@
+"""The Stepper: the only place that turns a loss into a parameter update.
+
+`step(name, loss)` does, for optimizer `name`: backward (scaled under fp16), gradient accumulation,
+unscaling, the global gradient norm, clipping, the finite check on loss and gradient norm (stopping
+*before* the optimizer step, so the weights and the last checkpoint stay good), the optimizer step,
+the scheduler step and zero_grad.
+
+The finite check reads one boolean per update on the host. On CPU that costs nothing; on a GPU it is
+the loop's single sync per update, the price of halting before a bad update rather than after it.
+"""
+
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+
+class Diverged(Exception):
+    """A non-finite loss or gradient norm with `trainer.on_nonfinite=stop`."""
+
+    def __init__(self, step: int, name: str, loss: float, grad_norm: float):
+        self.step = step
+        super().__init__(
+            f"training diverged at step {step}: optimizer '{name}' got loss={loss} and gradient norm={grad_norm}; "
+            "the update was not applied and the last good checkpoint is kept (lower optimizer.lr or set trainer.grad_clip)"
+        )
+
+
+class Stepper:
+    """Callable handed to `Task.training_step` as `step`.
+
+    Args:
+        optimizers: one optimizer per parameter group name.
+        schedulers: one scheduler per optimizer (stepped once per update).
+        scaler: a GradScaler for fp16, else None.
+        grad_clip: max global gradient norm, or None.
+        accumulate: batches per update (gradient accumulation).
+        on_nonfinite: "stop" raises Diverged; "skip" drops the update and counts it.
+        device_type: for disabling autocast during backward.
+    """
+
+    def __init__(
+        self,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedulers: dict,
+        scaler: torch.amp.GradScaler | None,
+        grad_clip: float | None,
+        accumulate: int,
+        on_nonfinite: str,
+        device_type: str,
+    ):
+        self.optimizers, self.schedulers, self.scaler = optimizers, schedulers, scaler
+        self.grad_clip, self.accumulate, self.on_nonfinite = grad_clip, accumulate, on_nonfinite
+        self.device_type = device_type
+        self.micro = dict.fromkeys(optimizers, 0)  # backward passes since the last update, per optimizer
+        self.updates = dict.fromkeys(optimizers, 0)
+        self.skipped = 0
+        self.step_count = 0  # the loop's step, for messages
+        self.grad_norms: dict[str, Tensor] = {}  # last global norm per optimizer, on the device
+        self.no_sync = None  # set by DDP: context manager factory for accumulation micro-steps
+        self.param_names: dict[int, str] = {}  # id(param) -> name, for per-layer gradient norms
+        self.capture_layers = False  # set by the loop just before a log step
+        self.layer_grads: dict[str, Tensor] = {}
+
+    def _params(self, name: str) -> list[Tensor]:
+        return [p for g in self.optimizers[name].param_groups for p in g["params"] if p.grad is not None]
+
+    def __call__(self, name: str, loss: Tensor) -> None:
+        self.micro[name] += 1
+        last_micro = self.micro[name] % self.accumulate == 0
+        sync = nullcontext() if last_micro or self.no_sync is None else self.no_sync()
+        # Backward outside autocast: the backward ops already run in the forward ops' dtypes.
+        with torch.autocast(self.device_type, enabled=False), sync:
+            scaled = loss / self.accumulate if self.accumulate > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if last_micro:
+            self._update(name, loss)
+
+    def _update(self, name: str, loss: Tensor) -> None:
+        opt = self.optimizers[name]
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        params = self._params(name)
+        norm = get_total_norm([p.grad for p in params]) if params else torch.zeros((), device=loss.device)
+        self.grad_norms[name] = norm.detach()
+        # Under fp16 an inf gradient is the scaler's business (it skips and lowers the scale), not divergence.
+        bad = ~torch.isfinite(loss.detach()) if self.scaler else ~(torch.isfinite(loss.detach()) & torch.isfinite(norm))
+        if bool(bad):
+            self._nonfinite(name, loss, norm)
+            return
+        if self.capture_layers:
+            self._capture_layers(params)
+        if self.grad_clip is not None and params:
+            clip_grads_with_norm_(params, self.grad_clip, norm)
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.schedulers[name].step()
+        opt.zero_grad(set_to_none=True)
+        self.updates[name] += 1
+
+    def _capture_layers(self, params: list[Tensor]) -> None:
+        """Keep each weight's gradient (detached) for per-layer norms and histograms at this log step."""
+        self.layer_grads = {
+            self.param_names[id(p)]: p.grad.detach().clone() for p in params if p.dim() > 1 and id(p) in self.param_names
+        }
+
+    def _nonfinite(self, name: str, loss: Tensor, norm: Tensor) -> None:
+        self.optimizers[name].zero_grad(set_to_none=True)
+        if self.on_nonfinite == "stop":
+            raise Diverged(self.step_count, name, float(loss), float(norm))
+        self.skipped += 1
+
+    def state_dict(self) -> dict:
+        return {"micro": dict(self.micro), "updates": dict(self.updates), "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.micro, self.updates, self.skipped = dict(state["micro"]), dict(state["updates"]), state["skipped"]

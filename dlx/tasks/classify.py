@@ -1,0 +1,33 @@
+"""Supervised classification: logits from the model, the configured criterion, accuracy."""
+
+import torch
+from torch import Tensor
+
+from dlx.tasks.base import Step, Task
+
+
+class Classify(Task):
+    """Batches are (x, y, ...): input and class index; extra fields (e.g. masks) are ignored."""
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+
+    def _l1(self) -> Tensor | float:
+        # L1 penalty on weights (not biases or norm scales): the lecture's sparsity regularizer.
+        l1 = getattr(self.loss, "l1", 0.0)
+        if not l1:
+            return 0.0
+        return l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
+
+    def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self.model(x)  # (B, K)
+        loss = self.loss(logits, y)
+        step("main", loss + self._l1())
+        return {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == y).float().mean()}
+
+    @torch.no_grad()
+    def validation_step(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self.model(x)
+        return {"loss": self.loss(logits, y), "acc": (logits.argmax(-1) == y).float().mean()}

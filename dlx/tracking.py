@@ -1,0 +1,126 @@
+"""Everything a run writes about itself: TensorBoard events, metrics.jsonl, summary.json, train.log.
+
+Only the run folder is written. TensorBoard gets scalars `split/name`, images, histograms and the
+HParams plugin's session records (start info at start, end info with the real status at the end);
+the plugin reads the metric values from the run's own scalars, so the HParams tab compares a sweep.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger("dlx")
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Atomic JSON write: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def flat_hparams(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of a plain config dict as `a.b.c: value`, keeping the types TensorBoard's HParams accepts."""
+    out: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("_partial_", "paths") or k.startswith("hydra"):
+                continue
+            out.update(flat_hparams(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(node, bool | int | float | str):
+        out[prefix.replace("._target_", "")] = node
+    elif isinstance(node, list | tuple):
+        out[prefix] = str(list(node))
+    elif node is None:
+        out[prefix] = "null"
+    return out
+
+
+class Tracker:
+    """Writes one run's records. `resume_step` drops records after the checkpoint being resumed from."""
+
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], resume_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = Path(run_dir)
+        self.hparams = hparams
+        self.jsonl = self.run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            self._truncate_jsonl(resume_step)
+        # purge_step makes TensorBoard discard events at or after it from earlier files of this run.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step + 1 if resume_step else None)
+        self._session_start()
+
+    def _truncate_jsonl(self, step: int) -> None:
+        if not self.jsonl.exists():
+            return
+        keep = [line for line in self.jsonl.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        self.jsonl.write_text("".join(line + "\n" for line in keep))
+
+    def _session_start(self) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        _, ssi, _ = hparams(self.hparams, {})
+        self.writer.file_writer.add_summary(ssi)
+
+    def scalars(self, step: int, metrics: dict[str, float], epoch: float | None = None) -> None:
+        """One TensorBoard scalar per metric and one metrics.jsonl line."""
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+        record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), "time": time.time()}
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps({**record, **metrics}) + "\n")
+
+    def images(self, step: int, images: dict[str, Tensor]) -> None:
+        from torchvision.utils import make_grid
+
+        for k, v in images.items():
+            grid = make_grid(v.detach().float().cpu().clamp(0, 1), nrow=min(8, len(v)), padding=1)
+            self.writer.add_image(k, grid, step)
+
+    def histograms(self, step: int, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
+
+    def session_end(self, status: str) -> None:
+        """Close the HParams session with the run's status (the metrics are the run's own scalars)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams.api_pb2 import Status
+        from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+        code = {"completed": "STATUS_SUCCESS", "failed": "STATUS_FAILURE", "diverged": "STATUS_FAILURE"}
+        info = SessionEndInfo(status=Status.Value(code.get(status, "STATUS_RUNNING")), end_time_secs=time.time())
+        content = HParamsPluginData(session_end_info=info, version=PLUGIN_DATA_VERSION).SerializeToString()
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content))
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)]))
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def run_metadata() -> dict[str, Any]:
+    """Versions, git commit and dirty flag of the current directory's checkout (if any), command line."""
+    import subprocess
+    import sys
+
+    import dlx
+
+    meta: dict[str, Any] = {"torch": torch.__version__, "dlx": dlx.__version__, "python": sys.version.split()[0],
+                            "command": " ".join(["dlx", *sys.argv[1:]])}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5)
+            meta["git"] = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return meta
