@@ -98,7 +98,16 @@ def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
     return [list(x) for x in itertools.islice(itertools.product(*lists), limit)]
 
 
-_EXIT = {"code": 0}
+_EXIT: dict = {"code": 0, "error": None}
+
+
+def remove_if_unused(run_dir) -> None:  # noqa: ANN001 - Path
+    """A single run that failed before training leaves only Hydra's records: remove that empty shell."""
+    import shutil
+
+    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if leftovers <= {".hydra", "train.log", ".lock"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def hydra_main(argv: list[str]) -> int:
@@ -114,8 +123,10 @@ def hydra_main(argv: list[str]) -> int:
         return code
 
     sys.argv = ["dlx", *argv]
-    _EXIT["code"] = 0
+    _EXIT.update(code=0, error=None)
     job()
+    if _EXIT["error"]:
+        raise DlxError(_EXIT["error"])
     return _EXIT["code"]
 
 
@@ -139,8 +150,10 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
 
         return run(cfg, run_dir)
     except DlxError as e:
-        if not sweeping:
-            raise
+        if not sweeping:  # reported by main() as one line, after Hydra has returned
+            _EXIT["error"] = str(e)
+            remove_if_unused(run_dir)
+            return EXIT_USER_ERROR
         print(f"dlx: error in job {hc.job.num} ({run_dir}): {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as e:  # a bug in one sweep job must not stop the sweep: record it and go on

@@ -203,12 +203,11 @@ def explain(e: BaseException) -> "ConfigError | DlxError":
     import re
 
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
     from dlx.errors import DlxError
 
     text = str(e)
-    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     if isinstance(e, MissingConfigException) and e.options is not None:
         m = re.search(r"Could not find '([^']+)/([^']+)'", text)
         group, choice = (m.group(1), m.group(2)) if m else ("config", e.missing_cfg_file)
@@ -218,8 +217,9 @@ def explain(e: BaseException) -> "ConfigError | DlxError":
     cause = e.__cause__ or e.__context__
     if isinstance(cause, OmegaConfBaseException):
         e, text = cause, str(cause)
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     key = getattr(e, "full_key", None) or _full_key(text)
-    if isinstance(e, ConfigKeyError) or "not in struct" in text:
+    if isinstance(e, ConfigKeyError | ConfigAttributeError) or re.search(r"Key '[^']+' (is )?not in", text):
         parent, _, leaf = (key or "").rpartition(".")
         return DlxError(f"{key}: no such key{_suggest(parent, leaf)}; to add a new key use +{key}=...")
     if isinstance(e, ValidationError):

@@ -106,6 +106,17 @@ class Tracker:
         self.writer.close()
 
 
+def command_line() -> str:
+    """The command as the user typed it (`dlx train ...`), from the interpreter's original argv."""
+    import shlex
+    import sys
+
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    while argv and not Path(argv[0]).name.startswith("dlx"):
+        argv.pop(0)  # drop the interpreter and its flags
+    return shlex.join(["dlx", *argv[1:]]) if argv else shlex.join(sys.argv)
+
+
 def run_metadata() -> dict[str, Any]:
     """Versions, git commit and dirty flag of the current directory's checkout (if any), command line."""
     import subprocess
@@ -114,7 +125,7 @@ def run_metadata() -> dict[str, Any]:
     import dlx
 
     meta: dict[str, Any] = {"torch": torch.__version__, "dlx": dlx.__version__, "python": sys.version.split()[0],
-                            "command": " ".join(["dlx", *sys.argv[1:]])}
+                            "command": command_line()}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:

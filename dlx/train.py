@@ -192,6 +192,11 @@ def log_train(r: Run, steps_done: int, seconds: float) -> None:
     r.last_train = metrics
     if r.is_main:
         r.tracker.scalars(r.state.step, metrics, epoch=r.state.step / r.steps_per_epoch)
+        log.info("step %d %s", r.state.step, format_metrics(metrics))
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("grad_norm/"))
 
 
 @torch.no_grad()
@@ -234,6 +239,7 @@ def validate(r: Run) -> str | None:
         s.stale += 1
     if r.is_main:
         r.tracker.scalars(s.step, metrics, epoch=s.step / r.steps_per_epoch)
+        log.info("step %d %s%s", s.step, format_metrics(metrics), " (best)" if improved else "")
         visuals = r.eval_task.visuals(next(iter(r.data.batches("val"))))
         if visuals:
             r.tracker.images(s.step, visuals)
@@ -468,6 +474,7 @@ def test_best(r: Run) -> None:
     r.test = evaluate(r, "test")
     if r.is_main:
         r.tracker.scalars(r.state.step, r.test)
+        log.info("test (best weights, step %s) %s", r.state.best_step, format_metrics(r.test))
 
 
 RESUME_FIXED = ("model", "data", "task", "loss", "init", "seed")
