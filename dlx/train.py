@@ -102,6 +102,7 @@ class Run:
     t0: float = field(default_factory=time.perf_counter)
     rank: int = 0
     world_size: int = 1
+    sync_stop: Any = None  # data-parallel (dlx.distributed): stop -> bool agreed by every rank, once per step
 
     @property
     def is_main(self) -> bool:
@@ -145,7 +146,7 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
                     done = True
             elif t.ckpt_every and s.step % t.ckpt_every == 0:
                 save_last(r)
-            if stop.requested:
+            if stop.requested if r.sync_stop is None else r.sync_stop(stop):
                 save_last(r)
                 return "interrupted"
             if done:
