@@ -52,6 +52,7 @@ class TrainerSchema:
     on_nonfinite: str = "stop"
     log_grad_norms: bool = False
     histograms: bool = False
+    activation_histograms: bool = False
     overfit_batches: int = 0
     detect_anomaly: bool = False
     progress: bool = True

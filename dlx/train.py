@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dlx import build, checkpoint, runtime
+from dlx import build, checkpoint, diagnostics, runtime
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 from dlx.lock import RunLock
 from dlx.stepper import Diverged, Stepper
@@ -223,7 +223,9 @@ def evaluate(r: Run, split: str) -> dict[str, float]:
 def validate(r: Run) -> str | None:
     """Evaluate on val, keep best.pt and last.pt, log; return "early_stop" when patience ran out."""
     s, t = r.state, r.cfg.trainer
-    metrics = evaluate(r, "val")
+    writer = r.tracker.writer if r.is_main and t.activation_histograms else None
+    with diagnostics.activation_histograms(r.eval_task.model, writer, s.step):
+        metrics = evaluate(r, "val")
     r.last_val = metrics
     if r.monitor not in metrics:
         raise ConfigError("trainer.monitor", r.monitor, f"is not a validation metric; the task logs {sorted(metrics)}")
