@@ -11,7 +11,6 @@ import hydra.utils
 import numpy as np
 import pytest
 import torch
-from data_files import write_cifar10, write_cifar100, write_image_folder, write_mnist, write_svhn
 from omegaconf import OmegaConf
 
 from dlx import resolvers
@@ -22,6 +21,7 @@ from dlx.data.parity import Parity
 from dlx.data.shapes import Shapes
 from dlx.data.torchvision_sets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
 from dlx.errors import DlxError
+from tests.data_files import write_cifar10, write_cifar100, write_image_folder, write_mnist, write_svhn
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")  # dlx.build's
@@ -263,10 +263,10 @@ def test_shapes_augmentation_moves_the_mask_with_the_image():
     for x, y, mask in data.batches("train"):
         assert x.shape == (64, 3, 32, 32) and mask.shape == (64, 32, 32)
         assert_masks_match(x, y, mask)  # still exactly the shape after crop and flip
-    args, declared = config("shapes", n_train=100, n_test=10)
+    args, declared = config("shapes", n_train=100, n_test=10, image_size=24)
     shapes = hydra.utils.instantiate(args)
     shapes.setup("cpu")
-    assert shapes.facts() == declared
+    assert shapes.facts() == declared and declared["size"] == 24  # generated at image_size
 
 
 def test_hetero1d_noise_grows_with_x():

@@ -46,7 +46,7 @@ class TorchvisionData(TensorData):
     """Shared part: where the files are and how torchvision's errors become one clear `DlxError`.
 
     Subclasses set `name` (as in conf/data), `verify` (md5 check of the official files) and
-    implement `folder()`, `files()` and `load()`.
+    implement `folder()`, `files()` and `_split()`.
     """
 
     name = ""
@@ -59,6 +59,15 @@ class TorchvisionData(TensorData):
     def files(self) -> list[str]:
         """File names torchvision expects in `folder()`."""
         raise NotImplementedError
+
+    def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+        """One official split as (x uint8 (N, C, H, W), y int64 (N,), class names)."""
+        raise NotImplementedError
+
+    def load(self) -> Splits:
+        x, y, classes = self._split(train=True)
+        x_test, y_test, _ = self._split(train=False)  # the official test split; val comes off train
+        return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
 
     def open(self, make: Callable[[], T]) -> T:
         """Run `make` (a torchvision constructor); turn what it raises into one line that says what to do."""
@@ -106,11 +115,6 @@ class MNIST(TorchvisionData):
     def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
         ds = self.open(lambda: self.source(self.root, train=train, download=self.download))
         return ds.data[:, None], ds.targets.long(), list(ds.classes)  # (N, 1, 28, 28) uint8, (N,)
-
-    def load(self) -> Splits:
-        x, y, classes = self._split(train=True)
-        x_test, y_test, _ = self._split(train=False)
-        return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
 
 
 class FashionMNIST(MNIST):
@@ -180,11 +184,6 @@ class CIFAR10(TorchvisionData):
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         y = torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))  # (N,)
         return x, y, list(ds.classes)
-
-    def load(self) -> Splits:
-        x, y, classes = self._split(train=True)
-        x_test, y_test, _ = self._split(train=False)
-        return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
 
 
 class CIFAR100(CIFAR10):
