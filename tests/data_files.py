@@ -7,6 +7,10 @@ for them and returns what it wrote as numpy arrays in dlx's layout, so a test ca
 
 CIFAR and SVHN files written here have other md5 sums than the official ones, so load them with
 `data.verify=false` (`CIFAR10(verify=False)`); MNIST-format files are not md5-checked by torchvision.
+
+End-to-end use: `write_mnist(tmp_path / "d")`, then `dlx train data=mnist paths.data=<tmp>/d` (or
+`data.root=...`); `write_cifar10(...)`, then `dlx train data=cifar10 data.root=... data.verify=false`.
+Import as `from tests.data_files import write_mnist`.
 """
 
 import pickle
