@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlx import faults
 from dlx.errors import DlxError
 
 
@@ -26,6 +27,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
+            faults.in_save(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -159,10 +159,15 @@ def _validate_groups(cfg: DictConfig) -> None:
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose conf/train.yaml with overrides, as `dlx train` does, without running (tests, tools).
+    """Compose conf/train.yaml with overrides, as `dlx train` does, without running (tests, tools)."""
+    return compose_with_choices(overrides)[0]
 
-    The `${hydra:...}` resolver is not available outside a Hydra run, so `name` falls back to
-    task-model-data read from the choices Hydra records.
+
+def compose_with_choices(overrides: list[str] | tuple[str, ...] = ()) -> tuple[DictConfig, dict[str, str]]:
+    """The composed config and the group choices Hydra recorded (e.g. {"model": "resnet", ...}).
+
+    The `${hydra:...}` resolver is not available outside a Hydra run, so a default `name` is
+    filled in from the choices (see `default_name`).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -175,12 +180,26 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
-    choices = cfg.hydra.runtime.choices
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if "/" not in k and v is not None}
     with _open(cfg):
-        if "${hydra:" in str(OmegaConf.to_container(cfg, resolve=False).get("name", "")):
-            cfg.name = f"{choices.task}-{choices.model}-{choices.data}"
+        if has_default_name(cfg):
+            cfg.name = default_name([choices])
         del cfg["hydra"]
-    return cfg
+    return cfg, choices
+
+
+def has_default_name(cfg: DictConfig) -> bool:
+    """True when `name` is still train.yaml's `<task>-<model>-<data>` interpolation (no preset set it)."""
+    return "${hydra:" in str(OmegaConf.to_container(cfg, resolve=False).get("name", ""))
+
+
+def default_name(jobs: list[dict[str, str]]) -> str:
+    """`<task>-<model>-<data>`; a group swept over several choices shows them all: `classify-mlp+lenet-digits`."""
+    parts = []
+    for group in ("task", "model", "data"):
+        seen = list(dict.fromkeys(job.get(group, "?") for job in jobs))
+        parts.append("+".join(seen))
+    return "-".join(parts)
 
 
 class _open:
@@ -278,12 +297,12 @@ def check_config(cfg: DictConfig) -> None:
     check_targets(cfg)
 
 
-def check(overrides: list[str]) -> DictConfig:
+def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """Compose with `overrides` and check the result; any failure becomes one DlxError line."""
     from dlx.errors import DlxError
 
     try:
-        cfg = compose(overrides)
+        cfg, choices = compose_with_choices(overrides)
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - Hydra/OmegaConf composition errors, translated
@@ -294,4 +313,4 @@ def check(overrides: list[str]) -> DictConfig:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. interpolation to a missing key
         raise explain(e) from None
-    return cfg
+    return cfg, choices

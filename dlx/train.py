@@ -132,6 +132,7 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
                 r.ema.update_parameters(r.task)
             r.meter.add(metrics, batch[0].shape[0])
             s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
+            faults.after_step(s.step)
             epoch_end = s.batch_in_epoch == r.steps_per_epoch
             if epoch_end:
                 s.epoch, s.batch_in_epoch = s.epoch + 1, 0
