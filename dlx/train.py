@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dlx import build, checkpoint, diagnostics, runtime
+from dlx import build, checkpoint, diagnostics, faults, runtime
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 from dlx.lock import RunLock
 from dlx.stepper import Diverged, Stepper
