@@ -120,6 +120,8 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
     t, s = r.cfg.trainer, r.state
     progress = Progress(r) if t.progress and r.is_main else None
     started, start_step = time.perf_counter(), s.step
+    r.meta["train_start_time"] = time.time()  # start-up latency = this minus the launch time (benchmarks/)
+    log.info("training starts at step %d", s.step)
     r.task.train()
     while s.step < r.total_steps:
         for batch in train_batches(r):
