@@ -7,9 +7,14 @@ made. Other commands are argparse programs in their own modules, imported only w
 
 import os
 import sys
+import warnings
 from importlib import import_module
 
 from dlx.errors import EXIT_USER_ERROR, DlxError
+
+# conf/hydra/launcher/{joblib,submitit_slurm}.yaml give dlx's defaults to the plugins' schemas of the same
+# name, which Hydra 1.3 still merges (and types) but announces as deprecated in every (worker) process.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 # command -> (module, one-line help). Each module has `main(argv: list[str]) -> int`.
 COMMANDS = {
@@ -70,7 +75,40 @@ def train(argv: list[str]) -> int:
                for a in argv):
         for overrides in job_overrides([a for a in argv if not a.startswith("-")]):
             config.check(overrides)
-    return hydra_main(argv)
+    return launch(argv)
+
+
+def launch(argv: list[str]) -> int:
+    """Hydra's run or sweep; a sweep's folder is chosen first and summarized last (dlx.sweep), and under
+    torchrun only rank 0 runs Hydra while the other ranks train the jobs it hands them (dlx.distributed)."""
+    if any(a in ("--help", "-h", "--hydra-help", "--info", "-c", "--resolve") or a.startswith("--cfg") for a in argv):
+        return hydra_main(argv)
+    torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun:
+        from dlx import distributed
+
+        if distributed.is_follower():
+            return distributed.follow()
+        distributed.init_torchrun()
+    sweep = None
+    if "-m" in argv or "--multirun" in argv:
+        from dlx import sweep as sweeps
+
+        sweep = sweeps.prepare([a for a in argv if not a.startswith("-")])
+        argv = [*argv, *sweep.hydra_overrides]
+    try:
+        code = hydra_main(argv)
+    except KeyboardInterrupt:
+        if sweep is None:
+            raise
+        from dlx.errors import EXIT_INTERRUPTED
+
+        print("dlx: sweep interrupted; run the same command again to resume it", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    finally:
+        if torchrun:
+            distributed.release()
+    return code if sweep is None else max(code, sweeps.report(sweep))
 
 
 def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
@@ -118,9 +156,11 @@ def hydra_main(argv: list[str]) -> int:
 
     @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
     def job(cfg) -> int:  # noqa: ANN001 - DictConfig
+        from dlx import sweep
+
         code = run_job(cfg)
         _EXIT["code"] = max(_EXIT["code"], code)
-        return code
+        return sweep.finish(code)  # the exit code; in a sweep the job's objective (Optuna optimizes it)
 
     sys.argv = ["dlx", *argv]
     _EXIT.update(code=0, error=None)
@@ -146,9 +186,9 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
     try:
         OmegaConf.resolve(cfg)  # `${hydra:...}` (the run name) can only be resolved inside the job
         check_config(cfg)
-        from dlx.train import run
+        from dlx import sweep
 
-        return run(cfg, run_dir)
+        return sweep.execute(cfg, run_dir)  # a sweep skips done jobs, resumes interrupted ones
     except DlxError as e:
         if not sweeping:  # reported by main() as one line, after Hydra has returned
             _EXIT["error"] = str(e)
@@ -164,3 +204,7 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
         (run_dir / "error.txt").write_text(traceback.format_exc())
         print(f"dlx: job {hc.job.num} failed ({run_dir}): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m dlx.cli train ...
+    main()
