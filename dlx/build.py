@@ -50,7 +50,8 @@ def create(node: DictConfig, key: str, **extra: Any) -> Any:
         cause = e.__cause__ or e
         if isinstance(cause, DlxError):
             raise cause from None
-        msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        msg = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(cause).__name__)
         if isinstance(cause, TypeError) and "unexpected keyword argument" in msg:
             bad = msg.split("'")[-2]
             raise ConfigError(f"{key}.{bad}", OmegaConf.select(node, bad), f"{node._target_} takes no such argument") from None
@@ -62,8 +63,9 @@ def build_data(cfg: DictConfig, device: torch.device):  # noqa: ANN201 - a data 
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in DATA_DECLARATIONS])
     data = create(node, "data")
     data.setup(device)
-    for key, real in data.facts().items():
-        declared = cfg.data.get(key)
+    facts = data.facts()
+    for key in sorted(facts, key=lambda k: DATA_DECLARATIONS.index(k) if k in DATA_DECLARATIONS else 99):
+        real, declared = facts[key], cfg.data.get(key)
         if declared is not None and declared != real:
             raise ConfigError(f"data.{key}", declared, f"the loaded data has {key}={real}")
     return data

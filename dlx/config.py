@@ -228,6 +228,11 @@ def explain(e: BaseException) -> "ConfigError | DlxError":
     from dlx.errors import DlxError
 
     text = str(e)
+    if type(e).__module__.startswith("yaml"):  # malformed YAML: name the file, line and problem
+        m = re.search(r'in "([^"]+)", line (\d+), column (\d+)', text)
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("in ")]
+        where = f"{m.group(1)}:{m.group(2)}:{m.group(3)}" if m else "a YAML file"
+        return DlxError(f"{where}: malformed YAML: {'; '.join(lines)}")
     if isinstance(e, MissingConfigException) and e.options is not None:
         m = re.search(r"Could not find '([^']+)/([^']+)'", text)
         group, choice = (m.group(1), m.group(2)) if m else ("config", e.missing_cfg_file)

@@ -13,8 +13,8 @@ DLX = str(Path(sys.executable).parent / "dlx")
 
 def run_dlx(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `dlx ARGS` in `cwd` (runs land in cwd/experiments) and capture its output."""
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    full_env.pop("DLX_DEBUG", None)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DLX_")}
+    full_env = {**base, "COLUMNS": "200", **(env or {})}
     return subprocess.run([DLX, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

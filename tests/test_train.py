@@ -184,4 +184,8 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("dlx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "dlx/conf/train.yaml" in names and "dlx/conf/model/mlp.yaml" in names and "dlx/conf/hydra/dlx.yaml" in names
+    configs = {f"dlx/conf/{p.relative_to(root / 'conf')}" for p in (root / "conf").rglob("*.yaml")}
+    modules = {str(p.relative_to(root)) for p in (root / "dlx").rglob("*.py")}
+    assert "dlx/conf/train.yaml" in configs and "dlx/cli.py" in modules
+    assert configs <= names, sorted(configs - names)
+    assert modules <= names, sorted(modules - names)
