@@ -1,0 +1,324 @@
+"""Classifier model families, built from their real conf/model/*.yaml through Hydra.
+
+Every classifier config is instantiated at digits (1x8x8, 10 classes) and CIFAR-100 (3x32x32) shapes,
+a few at 224x224, and sequence models on parity bit strings; forward and backward must give logits of
+shape (B, num_classes), no NaN, and a gradient for every parameter. Parameter counts are checked against
+the papers and torchvision on the meta device (no memory, no compute).
+"""
+
+import math
+from functools import partial
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+from torch import nn
+
+import dlx.resolvers
+from dlx.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+# Modules of model families that are not classifiers (generative, segmentation): tested by their owners.
+NOT_CLASSIFIERS = {"autoencoder", "vae_net", "dcgan", "mlp_gan", "gan", "segnet", "fcn", "unet", "pixelcnn"}
+
+DIGITS = {"channels": 1, "size": 8, "num_classes": 10, "in_features": 64}
+MNIST = {"channels": 1, "size": 28, "num_classes": 10, "in_features": 784}
+CIFAR100 = {"channels": 3, "size": 32, "num_classes": 100, "in_features": 3072}
+IMAGENET = {"channels": 3, "size": 224, "num_classes": 1000, "in_features": 150528}
+PARITY = {"input_size": 2, "num_classes": 2, "length": 9}
+# Config keys that make training stochastic in which parameters are used; 0 so every path gets a gradient.
+ALL_PATHS = {"stochastic_depth": 0.0, "drop_path_local": 0.0, "drop_path_global": 0.0}
+
+
+def _raw(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"), resolve=False)
+
+
+def _kind(raw: dict) -> str:
+    """What the model reads, from the data declaration it interpolates."""
+    if "input_size" in raw:
+        return "sequence"
+    return "image" if "in_channels" in raw else "flat"
+
+
+def classifier_configs() -> list[str]:
+    names = []
+    for path in sorted(CONF.glob("*.yaml")):
+        raw = _raw(path.stem)
+        if raw["_target_"].split(".")[-2] in NOT_CLASSIFIERS or raw.get("num_classes") != "${data.num_classes}":
+            continue
+        names.append(path.stem)
+    return names
+
+
+CLASSIFIERS = classifier_configs()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batches of 2 gain nothing from intra-op threads, and on a shared 2-core machine they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name: str, data: dict, **overrides) -> nn.Module:
+    """Instantiate conf/model/<name>.yaml under a `data` node holding the shape declarations."""
+    dlx.resolvers.register()
+    model_cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    for key in overrides:
+        assert key in model_cfg, f"{name}.yaml has no key {key!r}"
+    cfg = OmegaConf.merge({"data": data}, {"model": model_cfg}, {"model": overrides})
+    return hydra.utils.instantiate(cfg.model, _convert_="all")  # as dlx.build does
+
+
+def inputs(name: str, data: dict, batch: int = 2) -> torch.Tensor:
+    if _kind(_raw(name)) == "sequence":  # one-hot bits, left-padded with zero vectors like data=parity
+        x = F.one_hot(torch.randint(0, 2, (batch, data["length"])), 2).float()
+        x[:, :3] = 0
+        return x
+    return torch.randn(batch, data["channels"], data["size"], data["size"])
+
+
+def all_paths(name: str) -> dict:
+    return {k: v for k, v in ALL_PATHS.items() if k in _raw(name)}
+
+
+def check_train_step(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Forward + backward in training mode: logits shape, finite values, a finite gradient everywhere."""
+    model.train()
+    logits = model(x)
+    assert logits.shape == (x.shape[0], num_classes)
+    assert torch.isfinite(logits).all()
+    loss = logits.logsumexp(-1).mean() - logits[:, 0].mean()  # cross-entropy against class 0
+    for aux in getattr(model, "aux_outputs", []):  # GoogLeNet's auxiliary heads, 0.3 as in the paper
+        loss = loss + 0.3 * (aux.logsumexp(-1).mean() - aux[:, 0].mean())
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"non-finite gradient for {pname}"
+    return logits
+
+
+def test_configs_found():
+    assert {"mlp", "lenet", "resnet", "plain", "alexnet", "vgg", "googlenet", "fractalnet", "mobilenet", "dilated"} | {
+        "rnn",
+        "lstm",
+        "gru",
+    } <= set(CLASSIFIERS)
+
+
+CASES = [
+    pytest.param(name, data, id=f"{name}-{label}")
+    for name in CLASSIFIERS
+    for label, data in (
+        [("parity", PARITY)] if _kind(_raw(name)) == "sequence" else [("digits", DIGITS), ("cifar100", CIFAR100)]
+    )
+]
+
+
+@pytest.mark.parametrize(("name", "data"), CASES)
+def test_config_trains(name: str, data: dict):
+    torch.manual_seed(0)
+    model = build(name, data, **all_paths(name))
+    x = inputs(name, data)
+    check_train_step(model, x, data["num_classes"])
+    if _kind(_raw(name)) != "image":
+        return
+    # The analysis tools' contract: features -> (B, C, h, w) map, classifier -> logits, and for CAM the
+    # classifier ends in the Linear layer.
+    model.eval()
+    with torch.no_grad():
+        fmap = model.features(x)
+        assert fmap.dim() == 4 and fmap.shape[0] == x.shape[0]
+        torch.testing.assert_close(model.classifier(fmap), model(x))
+    assert isinstance(model.classifier[-1], nn.Linear)
+
+
+FRACTAL_ALL_PATHS = {"drop_path_local": 0.0, "drop_path_global": 0.0}
+VARIANTS = [
+    ("mlp", DIGITS, {"activation": "maxout", "pieces": 3, "residual": True, "depth": 3, "dropout": 0.2}),
+    ("mlp", DIGITS, {"activation": "prelu", "batch_norm": False, "depth": 0}),
+    ("mlp", DIGITS, {"activation": "leaky_relu", "residual": True, "width": 64}),  # skip on layer 1 too
+    ("lenet", MNIST, {"activation": "relu", "pool": "max"}),
+    ("resnet", DIGITS, {"preact": True, "shortcut": "B"}),
+    ("resnet", DIGITS, {"block": "bottleneck", "depth": 29, "preact": True}),
+    ("resnet", MNIST, {"shortcut": "B", "dropout": 0.2}),
+    ("resnet", DIGITS, {"arch": "imagenet", "depth": 18}),
+    ("resnet", CIFAR100, {"arch": "imagenet", "depth": 50}),
+    ("resnet", {**IMAGENET, "num_classes": 10}, {"arch": "imagenet", "depth": 18}),
+    ("plain", DIGITS, {"preact": True}),
+    ("alexnet", MNIST, {}),
+    ("alexnet", {**IMAGENET, "channels": 1, "num_classes": 10}, {}),
+    ("vgg", MNIST, {"cfg": "A", "batch_norm": False}),
+    ("googlenet", DIGITS, {"aux_logits": True}),
+    ("googlenet", {**IMAGENET, "num_classes": 10}, {}),
+    ("fractalnet", DIGITS, {"columns": 4, "width": 8, "block_dropout": 0.4, **FRACTAL_ALL_PATHS}),
+    ("mobilenet", {**IMAGENET, "num_classes": 10}, {"width_mult": 0.25}),
+    ("mobilenet", MNIST, {"width_mult": 0.5}),
+    ("dilated", {**IMAGENET, "num_classes": 10}, {"width": 16}),
+    ("lstm", PARITY, {"bidirectional": True, "num_layers": 2, "dropout": 0.1}),
+    ("gru", PARITY, {"bidirectional": True, "num_layers": 2}),
+    ("rnn", PARITY, {"num_layers": 3, "hidden_size": 8}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "overrides"),
+    VARIANTS,
+    ids=[f"{n}-{d.get('size', 'seq')}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, d, o in VARIANTS],
+)
+def test_variant_trains(name: str, data: dict, overrides: dict):
+    torch.manual_seed(0)
+    model = build(name, data, **overrides)
+    check_train_step(model, inputs(name, data), data["num_classes"])
+
+
+# ---- parameter counts ------------------------------------------------------------------------------
+
+
+def count(name: str, data: dict, **overrides) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build(name, data, **overrides).parameters())
+
+
+def tv_count(make) -> int:  # noqa: ANN001 - a torchvision builder without arguments
+    with torch.device("meta"):
+        return sum(p.numel() for p in make().parameters())
+
+
+CIFAR10 = {**CIFAR100, "num_classes": 10}
+
+
+@pytest.mark.parametrize(("depth", "published"), [(20, 0.27e6), (56, 0.85e6), (110, 1.7e6)])
+def test_cifar_resnet_parameter_counts(depth: int, published: float):
+    n = count("resnet", CIFAR10, depth=depth)
+    assert abs(n - published) / published < 0.03, n
+    # Option A shortcuts have no parameters, so the plain net is exactly as big: a fair comparison.
+    assert count("plain", CIFAR10, depth=depth) == n
+
+
+def test_imagenet_parameter_counts_match_torchvision():
+    assert count("resnet", IMAGENET, arch="imagenet", depth=18) == tv_count(torchvision.models.resnet18) == 11_689_512
+    assert count("resnet", IMAGENET, arch="imagenet", depth=50) == tv_count(torchvision.models.resnet50) == 25_557_032
+    assert count("vgg", IMAGENET, cfg="D", batch_norm=False) == tv_count(torchvision.models.vgg16) == 138_357_544
+    assert count("alexnet", IMAGENET) == tv_count(torchvision.models.alexnet) == 61_100_840
+    assert count("mobilenet", IMAGENET) == 4_231_976  # the paper's 4.2M (Keras' trainable count)
+    # torchvision's 6.6M has a 3x3 where the paper has the 5x5 branch: 16 more weights per kernel here.
+    tv_googlenet = partial(torchvision.models.googlenet, aux_logits=False, init_weights=True)
+    assert count("googlenet", IMAGENET) == tv_count(tv_googlenet) + 16 * 23_808 == 7_005_832
+
+
+def test_lenet5_parameter_count():
+    # C1 156 + C3 2,416 + C5 48,120 + F6 10,164 + output 850 on the paper's 32x32 input.
+    assert count("lenet", {"channels": 1, "size": 32, "num_classes": 10}) == 61_706
+
+
+# ---- behaviour the lectures rely on ----------------------------------------------------------------
+
+
+def test_stochastic_depth_drops_blocks_in_training_only():
+    torch.manual_seed(0)
+    model = build("resnet", CIFAR10, stochastic_depth=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        model.train()
+        outs = [model(x) for _ in range(4)]  # BN uses batch statistics: only dropped blocks differ
+        assert any(not torch.equal(outs[0], o) for o in outs[1:])
+        model.eval()
+        out = model(x)
+        assert torch.equal(out, model(x))
+        # Eval is the plain sum of every block (inverted scaling in training): the same weights without
+        # stochastic depth give the same output.
+        full = build("resnet", CIFAR10)
+        full.load_state_dict(model.state_dict())
+        torch.testing.assert_close(full.eval()(x), out)
+
+
+def test_drop_path_in_training_only():
+    torch.manual_seed(0)
+    model = build("fractalnet", DIGITS, width=8, columns=3)
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        model.train()
+        outs = [model(x) for _ in range(4)]
+        assert any(not torch.equal(outs[0], o) for o in outs[1:])
+        model.eval()
+        torch.testing.assert_close(model(x), model(x))
+    # Global drop-path trains one column: the other columns' parameters get no gradient.
+    model.train()
+    model.features.drop_path_global = 1.0
+    model(x).sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused and len(unused) < len(list(model.parameters()))
+
+
+def test_residual_mlp_passes_gradient_to_the_first_layer():
+    """Deep sigmoid MLP: prod(W) vanishes, prod(W + 1) does not."""
+
+    def first_layer_grad(residual: bool) -> float:
+        torch.manual_seed(0)  # same default initialization for both nets
+        model = build("mlp", DIGITS, depth=20, width=64, activation="sigmoid", batch_norm=False, residual=residual)
+        gen = torch.Generator().manual_seed(1)
+        x, y = torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+        F.cross_entropy(model(x), y).backward()
+        first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        return first.weight.grad.norm().item()
+
+    plain, residual = first_layer_grad(False), first_layer_grad(True)
+    assert math.isfinite(residual) and residual > 100 * plain, (plain, residual)
+
+
+def test_googlenet_aux_logits_only_in_training():
+    model = build("googlenet", DIGITS, aux_logits=True)
+    x = torch.randn(2, 1, 8, 8)
+    model.train()
+    assert model(x).shape == (2, 10)
+    assert [a.shape for a in model.aux_outputs] == [(2, 10), (2, 10)]
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+    assert model.aux_outputs == []
+
+
+def test_bidirectional_summary_reads_the_whole_sequence_both_ways():
+    torch.manual_seed(0)
+    model = build("gru", PARITY, bidirectional=True, num_layers=2, hidden_size=8).eval()
+    x = inputs("gru", PARITY, batch=3)
+    with torch.no_grad():
+        out, _ = model.rnn(x)  # (B, T, 2H): forward and backward outputs at every step
+        expected = model.classifier(torch.cat([out[:, -1, :8], out[:, 0, 8:]], 1))
+        torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "overrides", "key"),
+    [
+        ("resnet", CIFAR10, {"depth": 21}, "model.depth"),
+        ("resnet", CIFAR10, {"block": "bottleneck", "depth": 32}, "model.depth"),
+        ("resnet", CIFAR10, {"arch": "imagenet", "depth": 20}, "model.depth"),
+        ("resnet", CIFAR10, {"arch": "imagenet", "depth": 18, "preact": True}, "model.preact"),
+        ("resnet", CIFAR10, {"shortcut": "C"}, "model.shortcut"),
+        ("resnet", CIFAR10, {"residual": False, "stochastic_depth": 0.5}, "model.stochastic_depth"),
+        ("mlp", DIGITS, {"activation": "swish"}, "model.activation"),
+        ("mlp", DIGITS, {"activation": "maxout", "pieces": 1}, "model.pieces"),
+        ("lenet", DIGITS, {"pool": "median"}, "model.pool"),
+        ("vgg", CIFAR10, {"cfg": "Z"}, "model.cfg"),
+        ("fractalnet", CIFAR10, {"columns": 0}, "model.columns"),
+        ("mobilenet", CIFAR10, {"width_mult": 0}, "model.width_mult"),
+        ("dilated", CIFAR10, {"dilations": [1, 0]}, "model.dilations"),
+        ("lstm", PARITY, {"cell": "transformer"}, "model.cell"),
+        ("alexnet", CIFAR10, {"dropout": 1.0}, "model.dropout"),
+    ],
+)
+def test_bad_values_name_the_key(name: str, data: dict, overrides: dict, key: str):
+    with pytest.raises(InstantiationException) as err:  # Hydra wraps it; dlx.build unwraps the cause
+        build(name, data, **overrides)
+    cause = err.value.__cause__
+    assert isinstance(cause, ConfigError) and cause.key == key, cause
