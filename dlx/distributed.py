@@ -25,6 +25,7 @@ nccl on GPUs, gloo on CPU.
 import os
 import signal
 import socket
+import sys
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -113,11 +114,11 @@ def spawn(cfg: DictConfig, run_dir: Path, resume: bool, n: int, first_gpu: int =
     import torch.multiprocessing as mp
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
+    method = start_method(cfg)
+    results = mp.get_context(method).SimpleQueue()
     init = f"tcp://127.0.0.1:{free_port()}"
     procs = mp.start_processes(_spawned, args=(n, init, plain, str(run_dir), resume, results, first_gpu),
-                               nprocs=n, join=False, start_method="spawn")
+                               nprocs=n, join=False, start_method=method)
     forward = {sig: signal.signal(sig, lambda s, f: _forward(procs, s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not procs.join():
@@ -133,6 +134,14 @@ def spawn(cfg: DictConfig, run_dir: Path, resume: bool, n: int, first_gpu: int =
             signal.signal(sig, previous)
     codes = [m for kind, m in _drain(results) if kind == "code"]
     return codes[0] if codes else 1
+
+
+def start_method(cfg: DictConfig) -> str:
+    """fork on CPU (the ranks start in a blink, with torch already imported); spawn for CUDA, which a
+    forked child cannot initialize, and wherever fork is not the platform's safe default."""
+    if sys.platform == "linux" and not uses_cuda(cfg) and not torch.cuda.is_initialized():
+        return "fork"
+    return "spawn"
 
 
 def _forward(procs: Any, sig: int) -> None:
