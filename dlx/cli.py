@@ -71,6 +71,8 @@ def train(argv: list[str]) -> int:
 
     resolvers.register()
     config.register_schema()
+    if any(a.startswith("hparams_search=") for a in argv) and not {"-m", "--multirun"} & set(argv):
+        argv = ["-m", *argv]  # an Optuna search is a sweep
     if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve") or a.startswith("--cfg")
                for a in argv):
         for overrides in job_overrides([a for a in argv if not a.startswith("-")]):

@@ -205,7 +205,7 @@ def report(sweep: Sweep) -> int:
     counts: dict[str, int] = {}
     for j in jobs:
         counts[j["action"]] = counts.get(j["action"], 0) + 1
-    table = Table(title=f"sweep {sweep.dir}: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    table = Table()
     for col in ("job", "overrides", "outcome", "objective", "run folder"):
         table.add_column(col, justify="right" if col in ("job", "objective") else "left")
     varying = varying_overrides([j["overrides"] for j in jobs])
@@ -217,6 +217,7 @@ def report(sweep: Sweep) -> int:
         where = folder.name if folder.parent == sweep.dir else _relative(j["dir"])
         table.add_row(str(j["num"]), " ".join(overrides), outcome, shown, where)
     console = Console(width=max(120, Console().width))
+    console.print(f"[bold]sweep[/] {_relative(str(sweep.dir))}: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
     console.print(table)
     best = optuna_best(sweep.dir, jobs)
     if best:
