@@ -84,7 +84,8 @@ def launch(argv: list[str]) -> int:
     """Hydra's run or sweep; a sweep's folder is chosen first and summarized last (dlx.sweep), and under
     torchrun only rank 0 runs Hydra while the other ranks train the jobs it hands them (dlx.distributed)."""
     if any(a in ("--help", "-h", "--hydra-help", "--info", "-c", "--resolve") or a.startswith("--cfg") for a in argv):
-        return hydra_main(argv)
+        # Hydra refuses -m with --cfg/--info; what a sweep would launch shows all the same without it.
+        return hydra_main([a for a in argv if a not in ("-m", "--multirun")])
     torchrun = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if torchrun:
         from dlx import distributed

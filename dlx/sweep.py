@@ -217,7 +217,8 @@ def report(sweep: Sweep) -> int:
         where = folder.name if folder.parent == sweep.dir else _relative(j["dir"])
         table.add_row(str(j["num"]), " ".join(overrides), outcome, shown, where)
     console = Console(width=max(120, Console().width))
-    console.print(f"[bold]sweep[/] {_relative(str(sweep.dir))}: " + ", ".join(f"{n} {a}" for a, n in sorted(counts.items())))
+    done = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    console.print(f"[bold]sweep[/] {_relative(str(sweep.dir))}: {done}")
     console.print(table)
     best = optuna_best(sweep.dir, jobs)
     if best:
