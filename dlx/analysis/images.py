@@ -84,25 +84,31 @@ def grid(tiles: Sequence[Image.Image], ncol: int, pad: int = 2, background: str 
 
 def table(rows: Sequence[Sequence[Image.Image]], col_titles: Sequence[str] = (),
           captions: Sequence[Sequence[str]] | None = None, pad: int = 4, title: str = "") -> Image.Image:
-    """Tiles in rows with column titles on top and an optional caption under every tile."""
+    """Tiles in rows (each column as wide as its widest tile) with column titles and optional captions."""
     f = font(12)
-    w = max(t.width for row in rows for t in row)
-    h = max(t.height for row in rows for t in row)
+    ncol = max(len(row) for row in rows)
+    widths = [max((row[c].width for row in rows if c < len(row)), default=0) for c in range(ncol)]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    for c, text in enumerate(col_titles[:ncol]):
+        widths[c] = max(widths[c], int(probe.textlength(text, font=f)) + 2)
+    heights = [max(t.height for t in row) for row in rows]
     cap_h = 16 if captions else 0
     head = (18 if col_titles else 0) + (20 if title else 0)
-    ncol = max(len(row) for row in rows)
-    out = Image.new("RGB", (ncol * (w + pad) + pad, head + len(rows) * (h + cap_h + pad) + pad), "white")
+    xs = [pad + sum(widths[:c]) + c * pad for c in range(ncol)]
+    width = max(xs[-1] + widths[-1] + pad, int(probe.textlength(title, font=f)) + 2 * pad)
+    out = Image.new("RGB", (width, head + sum(heights) + len(rows) * (cap_h + pad) + pad), "white")
     d = ImageDraw.Draw(out)
     if title:
         d.text((pad, 3), title, fill="black", font=f)
-    for c, text in enumerate(col_titles):
-        d.text((pad + c * (w + pad), head - 16), text, fill="black", font=f)
+    for c, text in enumerate(col_titles[:ncol]):
+        d.text((xs[c], head - 16), text, fill="black", font=f)
+    y = head
     for r, row in enumerate(rows):
-        y = head + r * (h + cap_h + pad)
         for c, tile in enumerate(row):
-            out.paste(tile, (pad + c * (w + pad), y))
+            out.paste(tile, (xs[c], y))
             if captions:
-                d.text((pad + c * (w + pad), y + h + 1), captions[r][c], fill="black", font=f)
+                d.text((xs[c], y + heights[r] + 1), captions[r][c], fill="black", font=f)
+        y += heights[r] + cap_h + pad
     return out
 
 

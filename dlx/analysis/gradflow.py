@@ -1,0 +1,77 @@
+"""Gradient flow: the per-layer gradient norms a run logged (`trainer.log_grad_norms=true`), over training.
+
+The loop writes `grad_norm/<layer>` (the L2 norm of each weight's gradient) into metrics.jsonl at
+every log step. Two plots: each layer's norm against the step (log scale), and the norm against the
+layer's depth at a few moments of training: a slope down towards the input is the vanishing gradient
+(deep sigmoid nets), a slope up is the explosion of deep plain nets with batch norm.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dlx.errors import DlxError
+
+PREFIX = "grad_norm/"
+
+
+def read(run_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Steps (S,) and for each layer, in model order, its norms (S,) (NaN where a step lacks it)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise DlxError(f"{run_dir} has no metrics.jsonl: is it a dlx run folder?")
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if any(k.startswith(PREFIX) for k in record):
+                records.append(record)
+    if not records:
+        raise DlxError(f"{run_dir} logged no per-layer gradient norms: train with trainer.log_grad_norms=true")
+    layers: list[str] = []
+    for record in records:
+        layers += [k[len(PREFIX) :] for k in record if k.startswith(PREFIX) and k[len(PREFIX) :] not in layers]
+    steps = np.array([r["step"] for r in records], dtype=float)
+    norms = {name: np.array([r.get(PREFIX + name, np.nan) for r in records], dtype=float) for name in layers}
+    return steps, norms
+
+
+def over_training_figure(steps: np.ndarray, norms: dict[str, np.ndarray], max_lines: int = 20):  # noqa: ANN201
+    """One line per layer (at most `max_lines`, evenly picked from input to output) over the steps."""
+    from dlx.analysis.plot import Figure
+
+    names = list(norms)
+    if len(names) > max_lines:
+        names = [names[i] for i in np.linspace(0, len(names) - 1, max_lines).round().astype(int)]
+    fig = Figure("per-layer gradient norm during training", xlabel="step", ylabel="gradient L2 norm", logy=True,
+                 size=(860, 520), legend="upper right" if len(names) <= 12 else "none")
+    for name in names:
+        fig.line(steps, norms[name], label=name)
+    return fig
+
+
+def profile_figure(steps: np.ndarray, norms: dict[str, np.ndarray]):  # noqa: ANN201
+    """Norm against depth (input left, output right) at the first, middle and last logged step."""
+    from dlx.analysis.plot import Figure
+
+    names = list(norms)
+    table = np.stack([norms[n] for n in names])  # (L, S)
+    picks = sorted({0, len(steps) // 2, len(steps) - 1})
+    stride = max(1, len(names) // 24)  # keep the tick labels readable
+    ticks = [(i, names[i]) for i in range(0, len(names), stride)]
+    fig = Figure("gradient flow: norm by layer", xlabel="", ylabel="gradient L2 norm", logy=True,
+                 size=(860, 560), xticks=ticks)
+    for j in picks:
+        fig.line(np.arange(len(names)), table[:, j], label=f"step {int(steps[j])}")
+    return fig
+
+
+def summary(steps: np.ndarray, norms: dict[str, np.ndarray]) -> dict:
+    """Per-layer mean norms and the first/last layer ratio at the end (< 1: vanishing towards the input)."""
+    names = list(norms)
+    last = {n: float(norms[n][-1]) for n in names}
+    first, final = last[names[0]], last[names[-1]]
+    return {"layers": names, "steps": steps.astype(int).tolist(),
+            "mean_norm": {n: float(np.nanmean(norms[n])) for n in names}, "last_norm": last,
+            "first_to_last_ratio": first / final if final else None}
