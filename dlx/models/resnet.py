@@ -142,7 +142,7 @@ class ResidualBlock(nn.Module):
         # A projection sees the pre-activated input; the zero-pad identity passes x untouched.
         identity = self.shortcut(h if isinstance(self.shortcut, nn.Conv2d) else x)  # (B, C_out, H / s, W / s)
         if self.training and self.drop_prob > 0:
-            if torch.rand(()) < self.drop_prob:  # whole block dropped for this batch: no compute
+            if torch.rand(()) < self.drop_prob:  # block dropped for this batch: its branch is not computed
                 return self.post(identity)
             return self.post(identity + self.branch(h) / (1 - self.drop_prob))
         return self.post(identity + self.branch(h))
