@@ -191,7 +191,8 @@ class TensorData:
             for i in range(start, steps):
                 j = i * self.world_size + self.rank
                 idx = order[j * bs : (j + 1) * bs].to(tensors[0].device, non_blocking=True)
-                yield self._prepare(tuple(t[idx] for t in tensors), train=True)
+                # index_select, not t[idx]: on CPU advanced indexing of uint8 images is 10-30x slower.
+                yield self._prepare(tuple(t.index_select(0, idx) for t in tensors), train=True)
         else:
             bs = self.eval_batch_size
             for i in range(start, self.num_batches(split)):
@@ -202,7 +203,7 @@ class TensorData:
         batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
         x, rest = batch[0], batch[1:]
         if self.scale is not None:
-            x = torch.addcmul(self.shift, x.float(), self.scale)  # x * scale + shift, one kernel
+            x = x.float().mul_(self.scale).add_(self.shift)  # in place: 3x faster on CPU than one addcmul
         if train and x.dim() == 4 and (self.crop_padding or self.flip or self.cutout):
             x, rest = self._augment(x, rest)
         return (x, *rest)
