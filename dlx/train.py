@@ -384,7 +384,11 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None, rank
             channels_last=channels_last, rank=rank, world_size=world_size)
     r.meta = {**run_metadata(), **model_size(task, data, device)}
     if resume_state:
-        restore(r, resume_state)
+        try:
+            restore(r, resume_state)
+        except (RuntimeError, KeyError, ValueError) as e:  # e.g. a state dict of another model
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise DlxError(f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} does not fit this run: {reason}") from None
     return r
 
 
