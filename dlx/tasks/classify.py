@@ -19,11 +19,16 @@ class Classify(Task):
             return 0.0
         return l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
 
+    def _auxiliary(self, y: Tensor) -> Tensor | float:
+        # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015): their losses count 0.3 each in training.
+        aux = getattr(self.model, "aux_outputs", None) or ()
+        return sum(0.3 * self.loss(a, y) for a in aux)
+
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
         logits = self.model(x)  # (B, K)
         loss = self.loss(logits, y)
-        step("main", loss + self._l1())
+        step("main", loss + self._auxiliary(y) + self._l1())
         return {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == y).float().mean()}
 
     @torch.no_grad()
