@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="trainer overrides, e.g. trainer.epochs=20")
     args = parser.parse_args(argv)
     cfg = load_run_config(args.run_dir, args.overrides)
-    from dlx.train import run
+    from dlx.distributed import run  # one process, or trainer.devices data-parallel ranks as the run had
 
     return run(cfg, args.run_dir, resume=True)
 

@@ -222,7 +222,7 @@ def report(sweep: Sweep) -> int:
     console.print(table)
     best = optuna_best(sweep.dir, jobs)
     if best:
-        console.print(best)
+        print(best)  # plain: a long run folder stays one line to copy
     return max([j.get("code", 0) for j in jobs], default=0)
 
 
