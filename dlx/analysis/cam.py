@@ -26,7 +26,8 @@ def gap_linear(model: nn.Module) -> nn.Linear:
     head = getattr(model, "classifier", None)
     name = type(model).__name__
     if not hasattr(model, "features") or not isinstance(head, nn.Sequential) or len(head) == 0:
-        raise DlxError(f"CAM needs a model with .features and a .classifier head; {name} has none")
+        raise DlxError(f"CAM needs a global-average-pooling net (features -> GAP -> one Linear, e.g. resnet); "
+                       f"{name}'s classifier is {type(head).__name__}")
     first, rest = head[0], list(head)[1:]
     gap = isinstance(first, nn.AdaptiveAvgPool2d) and first.output_size in (1, (1, 1))
     linears = [m for m in rest if isinstance(m, nn.Linear)]

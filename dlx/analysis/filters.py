@@ -1,5 +1,8 @@
 """What conv layers learned: the first layer's kernels as pictures, and any layer's feature maps for an input.
 
+For a fully connected net on images the first layer's rows are drawn instead: each a template over
+the whole image (the first 64 units).
+
 First-layer kernels act on pixels, so they can be drawn as small images (the Gabor-like edge and
 colour-blob detectors of AlexNet's first layer). RGB kernels are drawn in colour; kernels on other
 inputs are drawn per input channel with a blue-white-red map (negative, zero, positive weight).
@@ -14,13 +17,21 @@ from dlx.errors import DlxError
 MAX_MAPS = 64
 
 
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The first Conv2d of the model (in module order) and its name."""
+def first_layer(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple[str, Tensor]:
+    """The first layer's weights as image kernels (O, I, kh, kw) and the layer's name.
+
+    A conv net's first Conv2d; for a fully connected net on images, the first Linear's rows, each a
+    template over the whole input (C, H, W), the MLP's counterpart of a filter.
+    """
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            return name, m
-    raise DlxError(f"{type(model).__name__} has no conv layer: `dlx viz filters` shows conv kernels "
-                   "(for an MLP, the first layer's weights are images too: try a conv model)")
+            return name, m.weight
+        if isinstance(m, nn.Linear):
+            if m.in_features != image_shape[0] * image_shape[1] * image_shape[2]:
+                break
+            return name, m.weight[:MAX_MAPS].view(-1, *image_shape)
+    raise DlxError(f"{type(model).__name__} has neither a conv layer nor a first linear layer on the image: "
+                   "nothing to draw as filters")
 
 
 def kernel_tiles(weight: Tensor, min_side: int = 40):  # noqa: ANN201 - list of PIL images
@@ -36,14 +47,14 @@ def kernel_tiles(weight: Tensor, min_side: int = 40):  # noqa: ANN201 - list of 
             for o in range(w.shape[0]) for i in range(min(w.shape[1], 8))]
 
 
-def kernels_figure(model: nn.Module):  # noqa: ANN201 - PIL image
+def kernels_figure(model: nn.Module, image_shape: tuple[int, int, int]):  # noqa: ANN201 - (PIL image, name, shape)
     from dlx.analysis.images import grid, table
 
-    name, conv = first_conv(model)
-    tiles = kernel_tiles(conv.weight)
-    per_row = 16 if conv.weight.shape[1] in (1, 3) else min(conv.weight.shape[1], 8)
-    title = f"{name}: {tuple(conv.weight.shape)} kernels"
-    return table([[grid(tiles, per_row)]], title=title), name, tuple(conv.weight.shape)
+    name, weight = first_layer(model, image_shape)
+    tiles = kernel_tiles(weight)
+    per_row = 16 if weight.shape[1] in (1, 3) else min(weight.shape[1], 8)
+    title = f"{name}: {tuple(weight.shape)} kernels"
+    return table([[grid(tiles, per_row)]], title=title), name, tuple(weight.shape)
 
 
 def feature_maps_figure(model: nn.Module, layer_name: str, x: Tensor, pixels: Tensor):  # noqa: ANN201

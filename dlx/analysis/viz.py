@@ -168,9 +168,10 @@ def filters(args: argparse.Namespace) -> int:
     from dlx.analysis.loading import display, test_images
 
     run, out = _open(args)
-    img, name, shape = Fi.kernels_figure(run.model)
+    facts = run.data.facts()
+    img, name, shape = Fi.kernels_figure(run.model, (facts["channels"], facts["size"], facts["size"]))
     out.image("filters", img)
-    numbers: dict = {"first_conv": name, "kernels": str(shape)}
+    numbers: dict = {"first_layer": name, "kernels": str(shape)}
     if args.layer:
         x = test_images(run, n=args.index + 1)[0][args.index : args.index + 1]
         out.image(f"maps-{args.layer}", Fi.feature_maps_figure(run.model, args.layer, x, display(run.data, x)))
