@@ -97,11 +97,12 @@ class Sweep:
 
     dir: Path
     reused: bool
+    explicit: bool = False  # the command line set hydra.sweep.dir itself
     started: float = field(default_factory=time.time)
 
     @property
     def hydra_overrides(self) -> list[str]:
-        return [f"hydra.sweep.dir={quote(str(self.dir))}"]
+        return [] if self.explicit else [f"hydra.sweep.dir={quote(str(self.dir))}"]
 
 
 def quote(value: str) -> str:
@@ -122,7 +123,7 @@ def prepare(overrides: list[str]) -> Sweep:
         reused = find_sweep(Path(cfg.paths.experiments) / str(cfg.name), key)
     if reused is not None:
         print(f"dlx: continuing sweep {reused} (sweep.skip_done=false starts a new one)")
-    sweep = Sweep(dir=(reused or sweep_dir).absolute(), reused=reused is not None)
+    sweep = Sweep(dir=(reused or sweep_dir).absolute(), reused=reused is not None, explicit=explicit)
     sweep.dir.mkdir(parents=True, exist_ok=True)
     record = sweep.dir / "sweep.json"
     if not record.exists():
@@ -207,7 +208,7 @@ def report(sweep: Sweep) -> int:
         counts[j["action"]] = counts.get(j["action"], 0) + 1
     table = Table()
     for col in ("job", "overrides", "outcome", "objective", "run folder"):
-        table.add_column(col, justify="right" if col in ("job", "objective") else "left")
+        table.add_column(col, justify="right" if col in ("job", "objective") else "left", overflow="fold")
     varying = varying_overrides([j["overrides"] for j in jobs])
     for j, overrides in zip(jobs, varying, strict=True):
         value = j.get("value")
@@ -292,7 +293,7 @@ def plan(cfg: DictConfig, job_dir: Path, skip_done: bool) -> tuple[Plan, str]:
             return Plan("skip", d, f"running in another process ({_relative(str(d))})"), sha
         status = read_status(d)
         if status in DONE:
-            where = "" if d == job_dir else f" in {_relative(str(d))}"
+            where = "" if d == job_dir else f" in {d.name if d.parent == job_dir.parent else _relative(str(d))}"
             return Plan("skip", d, f"{status}{where}"), sha
     for d in candidates:
         if (d / "checkpoints" / "last.pt").is_file():
@@ -415,8 +416,11 @@ def execute(cfg: DictConfig, job_dir: Path) -> int:
     hc = HydraConfig.get()
     _CURRENT.clear()
     if hc.mode != RunMode.MULTIRUN:
-        (job_dir / "config.sha").write_text(config_sha(OmegaConf.to_container(cfg, resolve=True)) + "\n")
-        return distributed.run(cfg, job_dir)
+        try:
+            return distributed.run(cfg, job_dir)
+        finally:  # a run that got going can be found by later sweeps; a failed start leaves no trace
+            if (job_dir / "summary.json").exists():
+                (job_dir / "config.sha").write_text(config_sha(OmegaConf.to_container(cfg, resolve=True)) + "\n")
     _CURRENT.update(job_dir=job_dir, plan=Plan("train", job_dir))
     try:
         p, sha = plan(cfg, job_dir, settings(cfg).skip_done)
