@@ -80,7 +80,8 @@ def test_torchrun_sweep_gives_one_folder_per_job(tmp_path: Path) -> None:
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = run_dirs(tmp_path)
-    assert [r.name for r in runs] == ["0-optimizer.lr=0.01", "1-optimizer.lr=0.003"]
+    assert len(runs) == 2 and runs[0].parent == runs[1].parent  # one sweep folder, one run folder per job
+    assert runs[0].name.startswith("0-optimizer.lr=0.01") and runs[1].name.startswith("1-optimizer.lr=0.003")
     assert all(summary(r)["status"] == "completed" and summary(r)["world_size"] == 2 for r in runs)
     jobs = [json.loads(line) for line in (runs[0].parent / "jobs.jsonl").read_text().splitlines()]
     assert [j["action"] for j in jobs] == ["trained", "trained"]
