@@ -163,7 +163,8 @@ def test_skip_policy_drops_bad_updates_and_goes_on(workdir: Path) -> None:
 
 
 def test_resume_refuses_changes_to_what_is_trained(reference: Path, workdir: Path) -> None:
-    for override, key in (("model.width=128", "model"), ("data.batch_size=32", "data"), ("seed=3", "seed")):
+    for override, key in (("model.width=128", "model.width"), ("data.batch_size=32", "data.batch_size"),
+                          ("seed=3", "seed")):
         done = run_dlx("resume", str(reference), override, cwd=workdir)
         assert done.returncode == EXIT_USER_ERROR, done.stderr
         assert done.stderr.startswith(f"dlx: error: {key}") and "Traceback" not in done.stderr
