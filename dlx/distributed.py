@@ -119,7 +119,9 @@ def spawn(cfg: DictConfig, run_dir: Path, resume: bool, n: int, first_gpu: int =
     init = f"tcp://127.0.0.1:{free_port()}"
     procs = mp.start_processes(_spawned, args=(n, init, plain, str(run_dir), resume, results, first_gpu),
                                nprocs=n, join=False, start_method=method)
-    forward = {sig: signal.signal(sig, lambda s, f: _forward(procs, s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C reaches the ranks from the terminal; a SIGTERM sent to this process alone is passed on.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, f: _forward(procs))}
     try:
         while not procs.join():
             pass
@@ -130,8 +132,8 @@ def spawn(cfg: DictConfig, run_dir: Path, resume: bool, n: int, first_gpu: int =
             raise DlxError(errors[0]) from None
         raise RuntimeError(f"a data-parallel rank failed:\n{e}") from None
     finally:
-        for sig, previous in forward.items():
-            signal.signal(sig, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     codes = [m for kind, m in _drain(results) if kind == "code"]
     return codes[0] if codes else 1
 
@@ -144,8 +146,8 @@ def start_method(cfg: DictConfig) -> str:
     return "spawn"
 
 
-def _forward(procs: Any, sig: int) -> None:
-    """Pass SIGINT/SIGTERM on as SIGTERM: every rank saves at the same step (see sync_stop)."""
+def _forward(procs: Any) -> None:
+    """Pass SIGTERM on to the ranks: they agree on the step to stop at and rank 0 saves (see sync_stop)."""
     for p in procs.processes:
         if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)
@@ -171,7 +173,6 @@ def _spawned(rank: int, n: int, init: str, plain: dict, run_dir: str, resume: bo
     cfg = OmegaConf.create(plain)
     if uses_cuda(cfg):
         torch.cuda.set_device((first_gpu + rank) % torch.cuda.device_count())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards Ctrl-C as SIGTERM
     dist.init_process_group(backend(), init_method=init, rank=rank, world_size=n, timeout=TIMEOUT)
     try:
         code = train_rank(cfg, Path(run_dir), resume)
@@ -197,7 +198,9 @@ def init_torchrun() -> None:
 
 def lead(cfg: DictConfig, run_dir: Path, resume: bool) -> int:
     """Rank 0 under torchrun: send this job to the followers, then train it with them."""
-    init_torchrun()
+    if not dist.is_initialized():  # a launcher's worker process: the followers wait on rank 0's own process
+        raise DlxError("this process is not in torchrun's process group: under torchrun, `dlx train` runs the "
+                       "jobs of a sweep one after the other on all ranks (keep the default launcher)")
     _broadcast({"cfg": OmegaConf.to_container(cfg, resolve=True), "run_dir": str(run_dir), "resume": resume})
     return train_rank(cfg, run_dir, resume)
 
