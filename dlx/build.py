@@ -93,7 +93,11 @@ def freeze(task: nn.Module, prefixes: list[str]) -> None:
 
 
 def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> dict[str, torch.optim.Optimizer]:
-    """One optimizer per parameter group of the task (fused kernels on CUDA where torch has them)."""
+    """One optimizer per parameter group of the task (fused kernels where torch has them).
+
+    Fused Adam/AdamW/SGD exist for CUDA and CPU; on CPU they step 2-5x faster than the default
+    per-tensor loop (Adam on LeNet: 120 vs 550 us), a tenth of a small net's whole training step.
+    """
     optimizers = {}
     for name, params in task.param_groups().items():
         params = [p for p in params if p.requires_grad]
@@ -101,7 +105,7 @@ def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> 
             raise ConfigError("freeze", list(cfg.freeze), f"leaves no trainable parameters for optimizer '{name}'")
         node = cfg.optimizer
         extra: dict[str, Any] = {}
-        if device.type == "cuda" and node._target_ in ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"):
+        if device.type in ("cuda", "cpu") and node._target_ in ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"):
             extra["fused"] = True
         optimizers[name] = create(node, "optimizer")(params, **extra)
     return optimizers

@@ -70,8 +70,10 @@ class Stepper:
         self.micro[name] += 1
         last_micro = self.micro[name] % self.accumulate == 0
         sync = nullcontext() if last_micro or self.no_sync is None else self.no_sync()
-        # Backward outside autocast: the backward ops already run in the forward ops' dtypes.
-        with torch.autocast(self.device_type, enabled=False), sync:
+        # Backward outside autocast: the backward ops already run in the forward ops' dtypes. (Entering an
+        # autocast context costs ~5 us a step; skip it when none is active, as under fp32.)
+        on = torch.is_autocast_enabled(self.device_type)
+        with torch.autocast(self.device_type, enabled=False) if on else nullcontext(), sync:
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         if last_micro:

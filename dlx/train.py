@@ -456,7 +456,8 @@ def train_and_test(r: Run) -> int:
         console.start(r)
     status, code = "failed", 1
     try:
-        with runtime.StopSignal() as stop:
+        # trainer.detect_anomaly (trainer=debug): autograd names the forward op behind a NaN/inf gradient.
+        with runtime.StopSignal() as stop, torch.autograd.set_detect_anomaly(r.cfg.trainer.detect_anomaly):
             status = fit(r, stop)
         if status == "completed":
             test_best(r)
