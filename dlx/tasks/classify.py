@@ -1,16 +1,28 @@
 """Supervised classification: logits from the model, the configured criterion, accuracy."""
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from dlx.errors import ConfigError
 from dlx.tasks.base import Step, Task
 
 
 class Classify(Task):
-    """Batches are (x, y, ...): input and class index; extra fields (e.g. masks) are ignored."""
+    """Batches are (x, y, ...): input and class index; extra fields (e.g. masks) are ignored.
+
+    Args:
+        model: the classifier, (B, ...) -> logits (B, K).
+        loss: criterion on (logits, class indices).
+        tta_flip: evaluate (val and test) on the mean logits of each image and its horizontal mirror:
+            test-time augmentation as in the CIFAR-10 speed records. Image batches (B, C, H, W) only.
+    """
 
     monitor = "val/acc"
     monitor_mode = "max"
+
+    def __init__(self, model: nn.Module, loss: nn.Module, tta_flip: bool = False):
+        super().__init__(model, loss)
+        self.tta_flip = tta_flip
 
     def _l1(self) -> Tensor | float:
         # L1 penalty on weights (not biases or norm scales): the lecture's sparsity regularizer.
@@ -35,5 +47,9 @@ class Classify(Task):
     @torch.no_grad()
     def validation_step(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        logits = self.model(x)
+        logits = self.model(x)  # (B, K)
+        if self.tta_flip:
+            if x.dim() != 4:
+                raise ConfigError("task.tta_flip", True, f"mirrors images (B, C, H, W), not {tuple(x.shape)}")
+            logits = (logits + self.model(x.flip(3))) / 2
         return {"loss": self.loss(logits, y), "acc": (logits.argmax(-1) == y).float().mean()}
