@@ -194,10 +194,20 @@ def rows(overrides: list[str]) -> tuple[list[Row], str]:
         try:
             cfg = composed([f"model={name}", *overrides_for(keys[name], rest)])
         except DlxError as e:  # e.g. the model interpolates ${data.channels} and the data is a sequence
-            out.append(Row(name, model_kind(files[name]), problem=f"does not compose: {e}"))
+            out.append(Row(name, model_kind(files[name]), problem=not_composed(e, data)))
             continue
         out.append(measure(name, model_kind(files[name]), cfg))
     return out, described
+
+
+def not_composed(e: DlxError, data: Any) -> str:
+    """Why a model does not compose with the data: usually a shape the data does not declare."""
+    import re
+
+    m = re.search(r"Interpolation key 'data\.(\w+)' not found", str(e))
+    if m:
+        return f"needs data.{m.group(1)}, which {data._target_.rsplit('.', 1)[-1]} does not declare"
+    return f"does not compose: {e}"
 
 
 def base_config(overrides: list[str]) -> Any:
