@@ -193,3 +193,24 @@ def test_mnist_fast_preset_trains_on_digits(tmp_path: Path) -> None:
     assert cfg.data._target_.endswith(".MNIST")
     r = run(tmp_path / "mnist_fast", "experiment=mnist_fast", "data=digits", "trainer.max_steps=40")
     assert r.last_val["val/acc"] > 0.5  # it learns (10 classes: chance is 0.1)
+
+
+# ---- start-up ---------------------------------------------------------------------------------------
+def test_digits_load_without_importing_scikit_learn() -> None:
+    # Importing sklearn.datasets costs 1-2 s of every default run's start-up; the bundled file is read directly.
+    probe = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from dlx.data.digits import Digits\n"
+        "d = Digits()\n"
+        "d.setup('cpu')\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn was imported'\n"
+        "from sklearn.datasets import load_digits\n"
+        "from dlx.data.digits import _digits_arrays\n"
+        "images, labels = _digits_arrays()\n"
+        "bunch = load_digits()\n"
+        "assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)\n"
+        "assert len(d) + len(d.splits['val'][0]) + len(d.splits['test'][0]) == 1797\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
