@@ -105,7 +105,10 @@ def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> 
             raise ConfigError("freeze", list(cfg.freeze), f"leaves no trainable parameters for optimizer '{name}'")
         node = cfg.optimizer
         extra: dict[str, Any] = {}
-        if device.type in ("cuda", "cpu") and node._target_ in ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"):
+        # Not SGD with momentum: torch's fused SGD fails when a parameter gets its first gradient after the
+        # first step (its momentum buffer is missing), as under drop-path and stochastic depth.
+        fusable = ("torch.optim.Adam", "torch.optim.AdamW") + (() if node.get("momentum") else ("torch.optim.SGD",))
+        if device.type in ("cuda", "cpu") and node._target_ in fusable:
             extra["fused"] = True
         optimizers[name] = create(node, "optimizer")(params, **extra)
     return optimizers
