@@ -73,10 +73,21 @@ def train(argv: list[str]) -> int:
     config.register_schema()
     if any(a.startswith("hparams_search=") for a in argv) and not {"-m", "--multirun"} & set(argv):
         argv = ["-m", *argv]  # an Optuna search is a sweep
-    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve") or a.startswith("--cfg")
-               for a in argv):
-        for overrides in job_overrides([a for a in argv if not a.startswith("-")]):
-            config.check(overrides)
+    inspecting = any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve") or a.startswith("--cfg")
+                     for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
+    if not inspecting:
+        jobs = [config.check(job) for job in job_overrides(overrides)]
+        named = any(o.split("=")[0].lstrip("+~") == "name" for o in overrides)
+        if not named and jobs[0][0].name == config.default_name([jobs[0][1]]):
+            # The default name interpolates Hydra's choices, which a sweep cannot resolve for its folder
+            # (hydra.sweep.dir is resolved before any job): name the run from the checked jobs instead.
+            argv = [*argv, f"name={config.default_name([choices for _, choices in jobs])}"]
+        if "-m" in argv or "--multirun" in argv:
+            # Job folders are named by what the sweep varies only: 0-optimizer.lr=0.1, not every override.
+            fixed = [o.split("=")[0].lstrip("+~") for o in overrides if len(job_overrides([o])) == 1]
+            excluded = ",".join(["name", "paths.experiments", *fixed])
+            argv = [*argv, f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"]
     return launch(argv)
 
 
