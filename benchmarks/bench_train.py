@@ -20,7 +20,9 @@ whether they import torch, and the time from `dlx train` (digits) starting to it
 Without `--mnist`, MNIST-format IDX files are written from scikit-learn's digits (8x8 upsampled to
 28x28, tiled to 60,000 + 10,000 images): the same shapes and file format, so the same work per step.
 Timings are only comparable within one report: other processes on the machine skew them (the report
-prints the load average; `--repeats N` keeps each loop's best of N interleaved runs).
+prints the load average; `--repeats N` keeps each loop's best of N interleaved runs). On a busy machine
+two OpenMP threads per process spin against the other processes and everything gets several times
+slower; `--threads 1` gives steadier numbers there.
 """
 
 import argparse
@@ -329,6 +331,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=25, help="steps left out of the steady-state rate")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the tutorial loop")
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs per loop; the best is reported")
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every process (default: torch's, the cores)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--dlx-overrides", nargs="*", default=[], help="extra overrides for `dlx train`")
     p.add_argument("--child", choices=["tutorial", "preloaded"], help=argparse.SUPPRESS)
@@ -338,6 +341,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.model, Path(args.root), args.batch_size, args.warmup, args.workers)))
         return
+    if args.threads:  # inherited by every child process, the hand-written loops and dlx alike
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dlx-bench-") as tmp:
         work = Path(tmp)
