@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlx.errors import ConfigError
+from dlx.errors import ConfigError, DlxError
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -66,6 +66,13 @@ class PathsSchema:
 
 
 @dataclass
+class SweepSchema:
+    """Types of `sweep.*` (defaults in conf/sweep/default.yaml)."""
+
+    skip_done: bool = True  # rerunning a sweep skips completed jobs and resumes interrupted ones
+
+
+@dataclass
 class RootSchema:
     """Types of the run-level keys. Groups (model, data, ...) vary by choice and are checked at build."""
 
@@ -83,7 +90,7 @@ class RootSchema:
     allowed_targets: list[str] = field(default_factory=list)
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
-    sweep: Any = None
+    sweep: SweepSchema = field(default_factory=SweepSchema)
 
 
 def register_schema() -> None:
@@ -217,7 +224,7 @@ class _open:
 
 
 # ---- turning Hydra's and OmegaConf's errors into one line -------------------------------------------
-def explain(e: BaseException) -> "ConfigError | DlxError":
+def explain(e: BaseException) -> DlxError:
     """Translate a composition error into a one-line DlxError naming the key, the value and the choices."""
     import difflib
     import re
@@ -225,7 +232,6 @@ def explain(e: BaseException) -> "ConfigError | DlxError":
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-    from dlx.errors import DlxError
 
     text = str(e)
     if type(e).__module__.startswith("yaml"):  # malformed YAML: name the file, line and problem
@@ -304,7 +310,6 @@ def check_config(cfg: DictConfig) -> None:
 
 def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """Compose with `overrides` and check the result; any failure becomes one DlxError line."""
-    from dlx.errors import DlxError
 
     try:
         cfg, choices = compose_with_choices(overrides)

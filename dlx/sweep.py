@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dlx.config import SweepSchema
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 
 # Keys that do not change what a job trains: they stay out of its config hash.
@@ -38,13 +39,6 @@ VOLATILE = ("paths", "sweep", "hydra", "trainer.progress", "data.root", "data.do
 DONE = ("completed", "diverged")
 # Files a fresh start in a job's own folder replaces (an earlier attempt that never reached a checkpoint).
 STALE = ("metrics.jsonl", "summary.json", "error.txt", "same_as.json", "checkpoints")
-
-
-@dataclass
-class SweepSchema:
-    """Types of `sweep.*` (defaults in conf/sweep/default.yaml)."""
-
-    skip_done: bool = True  # rerunning a sweep skips completed jobs and resumes interrupted ones
 
 
 def settings(cfg: DictConfig) -> SweepSchema:
