@@ -58,10 +58,15 @@ def pick(cams: Tensor, classes: Tensor) -> Tensor:
 
 
 def mass_in_mask(cam: Tensor, mask: Tensor) -> Tensor:
-    """Share of the positive CAM mass inside the mask, per image: (B, H, W), bool (B, H, W) -> (B,)."""
-    pos = cam.clamp_min(0).flatten(1)
-    inside = (pos * mask.flatten(1)).sum(1)
-    return inside / pos.sum(1).clamp_min(1e-12)
+    """Share of the CAM's mass inside the mask, per image: (B, H, W), bool (B, H, W) -> (B,).
+
+    The map is first scaled to [0, 1] per image (min to 0, max to 1), as for the "energy-based
+    pointing game" (Wang et al. 2020): a constant offset of the map says nothing about where it looks.
+    """
+    flat = cam.flatten(1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    energy = (flat - lo) / (hi - lo).clamp_min(1e-12)
+    return (energy * mask.flatten(1)).sum(1) / energy.sum(1).clamp_min(1e-12)
 
 
 def pointing_hit(cam: Tensor, mask: Tensor) -> Tensor:
