@@ -361,3 +361,32 @@ def test_active_learning_compares_bald_with_random(results, tmp_path_factory):
     png(folder / "active.png")
     assert {"active/bald/test_acc", "active/random/test_acc"} <= set(events(folder).Tags()["scalars"])
     assert "random" in r.stdout and "labels" in r.stdout  # the printed table
+
+
+def test_mask_mass_and_pointing_game_on_synthetic_maps():
+    from dlx.analysis.cam import mass_in_mask, pointing_hit
+
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 2:4, 2:4] = True  # area 4 / 64
+    inside = torch.zeros(2, 8, 8)
+    inside[0, 2:4, 2:4] = 5.0  # all the map's mass in the mask
+    inside[1] = 3.0  # a flat map with one peak outside the mask: scaled to [0, 1], only the peak has mass
+    inside[1, 7, 7] = 4.0
+    mass = mass_in_mask(inside, mask)
+    assert mass[0].item() == pytest.approx(1.0) and mass[1].item() == pytest.approx(0.0)
+    assert pointing_hit(inside, mask).tolist() == [True, False]
+
+
+@pytest.mark.slow
+def test_cam_of_a_trained_shapes_net_lights_up_the_shape(tmp_path):
+    """The cam_shapes preset (shortened): CAM mass inside the mask well above the mask's area."""
+    train = subprocess.run([DLX, "train", "experiment=cam_shapes", "trainer.max_steps=600", "trainer.val_every=200",
+                            *FAST, f"paths.experiments={tmp_path}"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=1800)
+    assert train.returncode == 0, train.stderr[-2000:]
+    (run,) = run_dirs(tmp_path)
+    r = subprocess.run([DLX, "viz", "cam", str(run)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    numbers = json.loads((run / "viz" / "cam.json").read_text())
+    assert numbers["cam_mass_in_mask"] > 1.5 * numbers["mask_area"]
+    assert numbers["pointing_game"] > 0.4
