@@ -121,6 +121,34 @@ def test_olivetti_faces_fail_in_one_line_offline_and_load_sklearn_cache_files(tm
     assert torch.bincount(splits.test[1]).tolist() == [2] * 40 and len(splits.classes) == 40
 
 
+@pytest.mark.parametrize("preset", ["mc_dropout_mnist", "aleatoric_1d", "cam_shapes", "eigendigits", "tsne_mnist"])
+def test_presets_compose_and_their_models_fit_the_analysis(preset):
+    """Each preset composes and checks like `dlx train experiment=...`; its model has what its command needs."""
+    from omegaconf import OmegaConf
+
+    from dlx import build, config
+    from dlx.analysis.cam import gap_linear
+    from dlx.analysis.embed import penultimate
+
+    cfg, _ = config.check([f"experiment={preset}"])
+    OmegaConf.resolve(cfg)
+    assert cfg.name == preset
+    model = build.create(cfg.model, "model").eval()
+    d = cfg.data
+    x = torch.randn(2, 1) if preset == "aleatoric_1d" else torch.randn(2, d.channels, d.size, d.size)
+    out = model(x)
+    if preset == "mc_dropout_mnist":
+        u.require_dropout(model, preset)
+    if preset == "cam_shapes":
+        gap_linear(model)
+    if preset == "aleatoric_1d":
+        assert out.shape == (2, 2) and cfg.task._target_.endswith("Regress")
+    if preset == "tsne_mnist":
+        assert penultimate(model, x).shape[0] == 2
+    if preset == "eigendigits":
+        assert cfg.data.normalize is False
+
+
 # ---- end to end ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
