@@ -269,6 +269,10 @@ def digits_first_step(work: Path, args: argparse.Namespace) -> dict:
         summary = json.loads(next((exp / name).iterdir()).joinpath("summary.json").read_text())
         r = {"first_step_s": summary["train_start_time"] - launched, "process_s": wall, "rss_mib": rss}
         best = r if best is None or r["first_step_s"] < best["first_step_s"] else best
+    # The floor under any PyTorch training script: import torch and build an optimizer (which imports
+    # torch._dynamo in torch 2.14).
+    floor = "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"
+    best["torch_floor_s"] = min(run_measured([sys.executable, "-c", floor])[1] for _ in range(args.repeats))
     return best
 
 
@@ -319,6 +323,7 @@ def report(res: dict) -> str:
     s = res["start"]
     lines.append(f"dlx train (mlp, digits): first training step {s['first_step_s']:.2f} s after launch (target < 3); "
                  f"whole process (50 steps, val, test) {s['process_s']:.2f} s, peak RSS {s['rss_mib']} MiB")
+    lines.append(f"  floor of any torch script here (import torch, build an optimizer): {s['torch_floor_s']:.2f} s")
     return "\n".join(lines)
 
 
