@@ -7,6 +7,7 @@ reach the TensorBoard event file, and `dlx sample` writes PNGs of the right size
 """
 
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,15 @@ FAST = ["trainer.progress=false", "trainer.log_every=10", "trainer.device=cpu"]
 
 
 # ---- in-process helpers ----------------------------------------------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster than several that spin while `dlx train` runs beside them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def built(*overrides: str):  # noqa: ANN201 - (cfg, data, task)
     """Compose the real config, set up its data on the CPU and build its task (as dlx.train.setup does)."""
     cfg = compose(list(overrides))
@@ -289,10 +299,12 @@ RUNS = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """Start every `dlx train` at once (they overlap their start-up on the two cores), then wait for all."""
+    # One thread each: five processes share the cores, and idle intra-op threads would only spin.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DLX_")}, "OMP_NUM_THREADS": "1"}
     procs = {}
     for key, args in RUNS.items():
         cwd = tmp_path_factory.mktemp(key)
-        procs[key] = (cwd, subprocess.Popen([DLX, "train", *args, *FAST, f"paths.experiments={cwd}"], cwd=cwd,
+        procs[key] = (cwd, subprocess.Popen([DLX, "train", *args, *FAST, f"paths.experiments={cwd}"], cwd=cwd, env=env,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     out = {}
     for key, (cwd, proc) in procs.items():
