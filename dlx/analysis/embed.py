@@ -15,7 +15,10 @@ from dlx.errors import DlxError
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    """The last Linear of `model.classifier` when there is one (auxiliary heads come after it in some nets)."""
+    head = getattr(model, "classifier", None)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else []
+    linears = linears or [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise DlxError(f"{type(model).__name__} has no linear layer whose input could serve as the embedding")
     return linears[-1]
