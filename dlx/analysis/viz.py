@@ -20,7 +20,7 @@ KINDS = ("cam", "filters", "embed", "eigen", "gradflow", "dream", "invert", "sty
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="dlx viz", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="dlx viz", description=" ".join(__doc__.split("\n\n")[0].split()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 
