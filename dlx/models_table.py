@@ -299,7 +299,7 @@ def print_names(overrides: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dlx models", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="dlx models",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data=cifar10 model.depth=56")
     parser.add_argument("--names", action="store_true", help="list the module names of one model (model=NAME)")
