@@ -54,7 +54,8 @@ def create(node: DictConfig, key: str, **extra: Any) -> Any:
         msg = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(cause).__name__)
         if isinstance(cause, TypeError) and "unexpected keyword argument" in msg:
             bad = msg.split("'")[-2]
-            raise ConfigError(f"{key}.{bad}", OmegaConf.select(node, bad), f"{node._target_} takes no such argument") from None
+            value = OmegaConf.select(node, bad)
+            raise ConfigError(f"{key}.{bad}", value, f"{node._target_} takes no such argument") from None
         raise DlxError(f"{key}: cannot build {node.get('_target_')}: {msg}") from None
 
 

@@ -21,7 +21,8 @@ COMMANDS = {
     "train": ("dlx.cli", "train a model: dlx train model=resnet data=cifar10 optimizer.lr=0.05 [-m for sweeps]"),
     "resume": ("dlx.resume", "continue an interrupted run in its own folder: dlx resume RUN_DIR [overrides]"),
     "runs": ("dlx.runs", "table of runs under experiments/ (or PATH): dlx runs [PATH] [--sort KEY] [--limit N]"),
-    "models": ("dlx.models_table", "every model with parameters and FLOPs at a data set's shape: dlx models [overrides]"),
+    "models": ("dlx.models_table",
+               "every model with parameters and FLOPs at a data set's shape: dlx models [overrides]"),
     "compare": ("dlx.compare", "mean +- std of sweep runs grouped by overrides minus seed: dlx compare [SWEEP_DIR]"),
     "eval": ("dlx.analysis.evaluate", "test metrics of a run's best weights, MC-dropout: dlx eval RUN_DIR"),
     "predict": ("dlx.analysis.predict", "class probabilities for image files: dlx predict RUN_DIR FILE..."),
@@ -73,8 +74,8 @@ def train(argv: list[str]) -> int:
     config.register_schema()
     if any(a.startswith("hparams_search=") for a in argv) and not {"-m", "--multirun"} & set(argv):
         argv = ["-m", *argv]  # an Optuna search is a sweep
-    inspecting = any(a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve") or a.startswith("--cfg")
-                     for a in argv)
+    inspect_flags = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve")
+    inspecting = any(a in inspect_flags or a.startswith("--cfg") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     if not inspecting:
         jobs = [config.check(job) for job in job_overrides(overrides)]

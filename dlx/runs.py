@@ -74,7 +74,8 @@ def print_table(runs: list[dict[str, Any]], root: Path) -> None:
         status = s.get("status", "?")
         table.add_row(
             str(s.get("name", "?")), str(Path(s["_dir"]).relative_to(root)) if Path(s["_dir"]) != root else ".",
-            f"[{colors.get(status, 'white')}]{status}[/]", *(f"{metrics[c]:.4f}" if c in metrics else "" for c in columns),
+            f"[{colors.get(status, 'white')}]{status}[/]",
+            *(f"{metrics[c]:.4f}" if c in metrics else "" for c in columns),
             f"{s.get('duration_s', 0):.1f}s",
         )
     Console(width=200).print(table)

@@ -34,7 +34,8 @@ class Diverged(Exception):
         self.step = step
         super().__init__(
             f"training diverged at step {step}: optimizer '{name}' got loss={loss} and gradient norm={grad_norm}; "
-            "the update was not applied and the last good checkpoint is kept (lower optimizer.lr or set trainer.grad_clip)"
+            "the update was not applied and the last good checkpoint is kept "
+            "(lower optimizer.lr or set trainer.grad_clip)"
         )
 
 
@@ -119,7 +120,9 @@ class Stepper:
     def _capture_layers(self, params: list[Tensor]) -> None:
         """Keep each weight's gradient (detached) for per-layer norms and histograms at this log step."""
         self.layer_grads = {
-            self.param_names[id(p)]: p.grad.detach().clone() for p in params if p.dim() > 1 and id(p) in self.param_names
+            self.param_names[id(p)]: p.grad.detach().clone()
+            for p in params
+            if p.dim() > 1 and id(p) in self.param_names
         }
 
     def _nonfinite(self, name: str, loss: Tensor, norm: Tensor) -> None:

@@ -143,6 +143,7 @@ VARIANTS = [
     ("mlp", DIGITS, {"activation": "maxout", "pieces": 3, "residual": True, "depth": 3, "dropout": 0.2}),
     ("mlp", DIGITS, {"activation": "prelu", "batch_norm": False, "depth": 0}),
     ("mlp", DIGITS, {"activation": "leaky_relu", "residual": True, "width": 64}),  # skip on layer 1 too
+    ("mlp", DIGITS, {"widths": [64, 128, 128, 64], "residual": True}),  # skips where the width is kept
     ("lenet", MNIST, {"activation": "relu", "pool": "max"}),
     ("resnet", DIGITS, {"preact": True, "shortcut": "B"}),
     ("resnet", DIGITS, {"block": "bottleneck", "depth": 29, "preact": True}),
@@ -255,6 +256,13 @@ def test_drop_path_in_training_only():
     assert unused and len(unused) < len(list(model.parameters()))
 
 
+def test_mlp_widths_give_one_layer_per_entry():
+    # lightning-hydra-template's SimpleDenseNet shape, 64-128-64, on digits' 64 inputs
+    model = build("mlp", DIGITS, widths=[64, 128, 64], batch_norm=False)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(64, 64), (64, 128), (128, 64), (64, 10)]
+
+
 def test_residual_mlp_passes_gradient_to_the_first_layer():
     """Deep sigmoid MLP: prod(W) vanishes, prod(W + 1) does not."""
 
@@ -304,6 +312,7 @@ def test_bidirectional_summary_reads_the_whole_sequence_both_ways():
         ("resnet", CIFAR10, {"residual": False, "stochastic_depth": 0.5}, "model.stochastic_depth"),
         ("mlp", DIGITS, {"activation": "swish"}, "model.activation"),
         ("mlp", DIGITS, {"activation": "maxout", "pieces": 1}, "model.pieces"),
+        ("mlp", DIGITS, {"widths": [64, 0]}, "model.widths"),
         ("lenet", DIGITS, {"pool": "median"}, "model.pool"),
         ("vgg", CIFAR10, {"cfg": "Z"}, "model.cfg"),
         ("fractalnet", CIFAR10, {"columns": 0}, "model.columns"),

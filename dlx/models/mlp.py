@@ -83,13 +83,14 @@ def _hidden_layer(
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of `width` units: Linear -> [BatchNorm] -> activation -> [Dropout].
+    """`depth` hidden layers of `width` units (or one per entry of `widths`): Linear -> [BatchNorm] -> act -> [Dropout].
 
     Args:
         in_features: flattened input size (from `data.in_features`).
         num_classes: output units.
         depth: number of hidden layers (0 = logistic regression).
         width: units per hidden layer.
+        widths: units of each hidden layer, e.g. [64, 128, 64]; when set, it replaces `depth` and `width`.
         activation: sigmoid, tanh, relu, leaky_relu, prelu (one slope per unit), elu, gelu or maxout.
         pieces: linear pieces per maxout unit (k in Goodfellow et al. 2013); used by maxout only.
         dropout: drop probability after each hidden activation.
@@ -109,6 +110,7 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = False,
         residual: bool = False,
+        widths: list[int] | None = None,
     ):
         super().__init__()
         if activation not in ACTIVATION_NAMES:
@@ -117,17 +119,19 @@ class MLP(nn.Module):
             raise ConfigError("model.depth", depth, "number of hidden layers, >= 0")
         if width < 1:
             raise ConfigError("model.width", width, "units per hidden layer, >= 1")
+        if widths is not None and not all(isinstance(w, int) and w >= 1 for w in widths):
+            raise ConfigError("model.widths", list(widths), "a list of units per hidden layer, each >= 1")
         if activation == "maxout" and pieces < 2:
             raise ConfigError("model.pieces", pieces, "maxout needs at least 2 linear pieces per unit")
         if not 0 <= dropout < 1:
             raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
         layers: list[nn.Module] = [nn.Flatten()]  # (B, ...) -> (B, in_features)
         fan_in = in_features
-        for _ in range(depth):
-            layer = _hidden_layer(fan_in, width, activation, pieces, dropout, batch_norm)
-            layers.append(Residual(layer) if residual and fan_in == width else layer)
-            fan_in = width
-        self.features = nn.Sequential(*layers)  # (B, width), or (B, in_features) when depth is 0
+        for units in [width] * depth if widths is None else widths:
+            layer = _hidden_layer(fan_in, units, activation, pieces, dropout, batch_norm)
+            layers.append(Residual(layer) if residual and fan_in == units else layer)
+            fan_in = units
+        self.features = nn.Sequential(*layers)  # (B, last width), or (B, in_features) without hidden layers
         self.classifier = nn.Linear(fan_in, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
