@@ -20,11 +20,14 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(BIN)/dlx train
 
+# One pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its fixtures run once.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadscope
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ""
+	$(PYTEST) -m ""
 
 lint: $(STAMP)
 	$(BIN)/ruff check dlx tests benchmarks
