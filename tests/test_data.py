@@ -4,6 +4,9 @@ No mocks: every loader reads what a writer put on disk in the official format an
 same pixels and labels; configs are the real conf/data/*.yaml files.
 """
 
+import os
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -86,6 +89,60 @@ def test_missing_files_name_the_folder_and_the_fix(name, tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and name in msg and "data.download=true" in msg
     assert str(tmp_path / "nothing") in msg  # the absolute folder it looked in
+
+
+# ---- the decoded-tensor cache ------------------------------------------------------------------------
+LOAD_IN_A_FRESH_PROCESS = """
+import sys, torch
+from dlx.data.torchvision_sets import {cls}
+s = {cls}(root=sys.argv[1], **{args!r}).load()
+torch.save({{"train": list(s.train), "test": list(s.test), "classes": s.classes,
+            "torchvision": "torchvision" in sys.modules}}, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "svhn"])
+def test_second_load_reads_the_cache_without_importing_torchvision(name, tmp_path):
+    cls, write, args = TORCHVISION[name]
+    written = write(tmp_path / "data")
+    first = cls(root=str(tmp_path / "data"), **args).load()
+    assert len(list((tmp_path / "data" / ".dlx-cache").glob(f"{name}-*.pt"))) == 1
+    code = LOAD_IN_A_FRESH_PROCESS.format(cls=cls.__name__, args=args)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "data"), str(tmp_path / "out.pt")], check=True)
+    second = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert second["torchvision"] is False, "a cache hit must not import torchvision"
+    for split in ("train", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(second[split], getattr(first, split), strict=True))
+        assert torch.equal(second[split][0], torch.from_numpy(written[split][0]))
+    assert second["classes"] == first.classes
+
+
+def test_changed_files_are_decoded_again_and_replace_the_cache(tmp_path):
+    write_mnist(tmp_path, seed=0)
+    MNIST(root=str(tmp_path)).load()
+    new = write_mnist(tmp_path, seed=1)  # same sizes, other pixels: a rewritten file
+    for f in (tmp_path / "MNIST" / "raw").iterdir():  # one second later, as a real rewrite would be
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    splits = MNIST(root=str(tmp_path)).load()
+    assert torch.equal(splits.train[0], torch.from_numpy(new["train"][0]))
+    assert len(list((tmp_path / ".dlx-cache").glob("mnist-*.pt"))) == 1  # the stale one is gone
+
+
+def test_unreadable_cache_is_decoded_again(tmp_path):
+    written = write_mnist(tmp_path)
+    MNIST(root=str(tmp_path)).load()
+    (cached,) = (tmp_path / ".dlx-cache").glob("mnist-*.pt")
+    cached.write_bytes(b"not a tensor file")
+    splits = MNIST(root=str(tmp_path)).load()
+    assert torch.equal(splits.train[0], torch.from_numpy(written["train"][0]))
+    assert torch.load(cached, weights_only=True)["classes"] == splits.classes  # rewritten
+
+
+def test_cache_false_writes_nothing(tmp_path):
+    write_cifar10(tmp_path)
+    CIFAR10(root=str(tmp_path), verify=False, cache=False).load()
+    assert not (tmp_path / ".dlx-cache").exists()
 
 
 def test_truncated_idx_file_is_reported_as_corrupt(tmp_path):

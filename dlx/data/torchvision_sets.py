@@ -3,22 +3,24 @@
 Torchvision reads the files in their official on-disk formats (IDX, pickled batches, .mat) and decodes
 them into whole arrays (`.data`, `.targets`); we take those arrays as they are, so there is no
 per-sample Python and no per-sample transform. Images become uint8 (N, C, H, W), labels int64 (N,).
-The test split is the official one; validation is split off training by `TensorData`.
+The test split is the official one; validation is split off training by `TensorData`. The decoded
+tensors are cached next to the files (dlx/data/cache.py), and torchvision is imported only on a miss.
 
 Torchvision's errors (missing files, failed md5 check, unparsable files, failed download) become one
 `DlxError` line that names the data set, the absolute folder it looked in and what to do.
 """
 
+import functools
 import os
 import pickle
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import datasets
 
+from dlx.data.cache import cached, regular_files
 from dlx.data.base import Splits, TensorData
 from dlx.errors import DlxError
 
@@ -37,20 +39,42 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _torchvision_class(name: str) -> Any:
+    """`torchvision.datasets.<name>`, imported on first use (the import alone takes ~1.5 s on a small CPU)."""
+    from torchvision import datasets
+
+    return getattr(datasets, name)
+
+
 def _without_md5(cls: type[T], file_lists: dict[str, object]) -> type[T]:
     """A subclass of a torchvision data set whose file lists carry md5 None, so checks test existence only."""
     return type(f"Unverified{cls.__name__}", (cls,), file_lists)
 
 
 class TorchvisionData(TensorData):
-    """Shared part: where the files are and how torchvision's errors become one clear `DlxError`.
+    """Shared part: where the files are, the decoded-tensor cache, and torchvision's errors as one `DlxError`.
 
-    Subclasses set `name` (as in conf/data), `verify` (md5 check of the official files) and
-    implement `folder()`, `files()` and `_split()`.
+    Subclasses set `name` (as in conf/data), `source_name` (the torchvision class), `verify` (md5 check of
+    the official files) and implement `folder()`, `files()` and `_split()`.
+
+    Args:
+        cache: keep the decoded tensors in `<root>/.dlx-cache` and read them from there while the files
+            are unchanged (dlx/data/cache.py).
+        The other arguments are `TensorData`'s.
     """
 
     name = ""
+    source_name = ""
     verify = False
+
+    def __init__(self, *, cache: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cache = cache
+
+    @property
+    def source(self) -> Any:
+        """The torchvision data set class (imports torchvision)."""
+        return _torchvision_class(self.source_name)
 
     def folder(self) -> str:
         """Absolute folder torchvision reads the files from."""
@@ -64,7 +88,18 @@ class TorchvisionData(TensorData):
         """One official split as (x uint8 (N, C, H, W), y int64 (N,), class names)."""
         raise NotImplementedError
 
+    def cache_inputs(self) -> list[str]:
+        """The files whose names, sizes and times key the cache: everything in `folder()`."""
+        return regular_files(self.folder())
+
     def load(self) -> Splits:
+        if not self.cache:
+            return self.decode()
+        salt = f"{type(self).__name__}|verify={self.verify}"
+        return cached(self.root, self.name, self.cache_inputs, salt, self.decode)
+
+    def decode(self) -> Splits:
+        """Read the files with torchvision."""
         x, y, classes = self._split(train=True)
         x_test, y_test, _ = self._split(train=False)  # the official test split; val comes off train
         return Splits(train=(x, y), test=(x_test, y_test), classes=classes)
@@ -103,11 +138,11 @@ class MNIST(TorchvisionData):
     """MNIST handwritten digits, 28x28 grey, 60k train / 10k test (torchvision's IDX reader)."""
 
     name = "mnist"
-    source: type[datasets.MNIST] = datasets.MNIST
+    source_name = "MNIST"
 
     def folder(self) -> str:
         # Torchvision's `raw_folder` is <root>/<class name>/raw; the IDX files are read uncompressed.
-        return os.path.abspath(os.path.join(self.root, self.source.__name__, "raw"))
+        return os.path.abspath(os.path.join(self.root, self.source_name, "raw"))
 
     def files(self) -> list[str]:
         return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.source.resources]
@@ -121,11 +156,12 @@ class FashionMNIST(MNIST):
     """Fashion-MNIST: Zalando's clothing images in MNIST's format and shape (10 classes)."""
 
     name = "fashion_mnist"
-    source = datasets.FashionMNIST
+    source_name = "FashionMNIST"
 
 
 # ---- CIFAR: pickled batches under <root>/cifar-10-batches-py or <root>/cifar-100-python -----------
-def _cifar_without_md5(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
+@functools.cache
+def _cifar_without_md5(cls: type[T]) -> type[T]:
     return _without_md5(cls, {
         "train_list": [[f, None] for f, _ in cls.train_list],
         "test_list": [[f, None] for f, _ in cls.test_list],
@@ -143,8 +179,8 @@ class CIFAR10(TorchvisionData):
     """
 
     name = "cifar10"
-    source: type[datasets.CIFAR10] = datasets.CIFAR10
-    unverified: type[datasets.CIFAR10] = _cifar_without_md5(datasets.CIFAR10)
+    source_name = "CIFAR10"
+    base_folder = "cifar-10-batches-py"  # torchvision's `CIFAR10.base_folder`
 
     def __init__(
         self,
@@ -163,16 +199,22 @@ class CIFAR10(TorchvisionData):
         image_size: int | None = None,
         on_device: bool = True,
         seed: int = 0,
+        cache: bool = True,
     ):
         super().__init__(
             root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
             val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
+            limit=limit, image_size=image_size, on_device=on_device, seed=seed, cache=cache,
         )
         self.verify = verify
 
+    @property
+    def unverified(self) -> Any:
+        """The torchvision class with its md5 sums blanked out (files you wrote yourself)."""
+        return _cifar_without_md5(self.source)
+
     def folder(self) -> str:
-        return os.path.abspath(os.path.join(self.root, self.source.base_folder))
+        return os.path.abspath(os.path.join(self.root, self.base_folder))
 
     def files(self) -> list[str]:
         src = self.source
@@ -190,14 +232,14 @@ class CIFAR100(CIFAR10):
     """CIFAR-100: CIFAR-10's format with 100 fine classes (the coarse superclasses are not used)."""
 
     name = "cifar100"
-    source = datasets.CIFAR100
-    unverified = _cifar_without_md5(datasets.CIFAR100)
+    source_name = "CIFAR100"
+    base_folder = "cifar-100-python"
 
 
 # ---- SVHN: one .mat file per split directly under <root> ------------------------------------------
-_SVHN_UNVERIFIED = _without_md5(
-    datasets.SVHN, {"split_list": {k: [url, f, None] for k, (url, f, _) in datasets.SVHN.split_list.items()}}
-)
+@functools.cache
+def _svhn_without_md5(cls: type[T]) -> type[T]:
+    return _without_md5(cls, {"split_list": {k: [url, f, None] for k, (url, f, _) in cls.split_list.items()}})
 
 
 class SVHN(CIFAR10):
@@ -207,11 +249,18 @@ class SVHN(CIFAR10):
     """
 
     name = "svhn"
-    source = datasets.SVHN
-    unverified = _SVHN_UNVERIFIED
+    source_name = "SVHN"
+    mat_files = ("train_32x32.mat", "test_32x32.mat")  # torchvision's `SVHN.split_list` file names
+
+    @property
+    def unverified(self) -> Any:
+        return _svhn_without_md5(self.source)
 
     def folder(self) -> str:
         return os.path.abspath(self.root)
+
+    def cache_inputs(self) -> list[str]:
+        return [os.path.join(self.folder(), f) for f in self.mat_files]  # the root holds other sets too
 
     def files(self) -> list[str]:
         return [self.source.split_list[s][1] for s in ("train", "test")]
