@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-all lint bench bench-formats clean
+.PHONY: setup train test test-all lint bench bench-formats bench-lightning clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ bench: $(STAMP)
 
 bench-formats: $(STAMP)
 	$(BIN)/python benchmarks/bench_formats.py
+
+# Lightning is only the yardstick here: installed for this benchmark, never a dependency of dlx.
+bench-lightning: $(STAMP)
+	$(BIN)/python -m pip install -q lightning torchmetrics $(TORCH)
+	$(BIN)/python benchmarks/bench_lightning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
