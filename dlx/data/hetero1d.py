@@ -5,6 +5,8 @@ should find the noise growing from left to right, where a plain MSE model only f
 `mean_fn` and `noise_std` are the ground truth, for plots that compare a model's predicted band with it.
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -45,25 +47,10 @@ class Hetero1D(TensorData):
         *,
         n_train: int = 2000,
         n_test: int = 1000,
-        root: str = "data",
-        download: bool = False,
         batch_size: int = 64,
-        eval_batch_size: int = 1024,
-        val_fraction: float = 0.1,
-        normalize: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        cutout: int = 0,
-        limit: int | None = None,
-        image_size: int | None = None,
-        on_device: bool = True,
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         self.n_train, self.n_test = n_train, n_test
 
     def load(self) -> Splits:

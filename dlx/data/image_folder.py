@@ -13,6 +13,7 @@ lists of indices, so resuming at batch `start` skips earlier batches without dec
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,25 +49,15 @@ class ImageFolder(TensorData):
         self,
         *,
         root: str = "data/image_folder",
-        download: bool = False,
         batch_size: int = 64,
         eval_batch_size: int = 256,
-        val_fraction: float = 0.1,
         test_fraction: float = 0.2,
-        normalize: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        cutout: int = 0,
-        limit: int | None = None,
         image_size: int = 64,
         num_workers: int = 2,
-        on_device: bool = True,
-        seed: int = 0,
+        **kwargs: Any,
     ):
         super().__init__(
-            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
+            root=root, batch_size=batch_size, eval_batch_size=eval_batch_size, image_size=image_size, **kwargs
         )
         if not isinstance(image_size, int) or image_size < 1:
             raise ConfigError("data.image_size", image_size, "image folders need a positive int side, e.g. 64")

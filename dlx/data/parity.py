@@ -4,6 +4,8 @@ A sequence model must carry one bit of state through time; an MLP on the flatten
 an XOR of all inputs. With `variable=true` lengths vary and only a recurrent model handles them naturally.
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,25 +59,10 @@ class Parity(TensorData):
         variable: bool = False,
         n_train: int = 4096,
         n_test: int = 1024,
-        root: str = "data",
-        download: bool = False,
         batch_size: int = 64,
-        eval_batch_size: int = 1024,
-        val_fraction: float = 0.1,
-        normalize: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        cutout: int = 0,
-        limit: int | None = None,
-        image_size: int | None = None,
-        on_device: bool = True,
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         if length < 1:
             raise ConfigError("data.length", length, "must be at least 1")
         self.length, self.variable, self.n_train, self.n_test = length, variable, n_train, n_test

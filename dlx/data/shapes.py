@@ -7,6 +7,7 @@ batch[1] unchanged; segmentation and CAM read the mask as batch[2].
 """
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,25 +97,10 @@ class Shapes(TensorData):
         n_train: int = 4000,
         n_test: int = 1000,
         noise: float = 0.0,
-        root: str = "data",
-        download: bool = False,
         batch_size: int = 64,
-        eval_batch_size: int = 1024,
-        val_fraction: float = 0.1,
-        normalize: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        cutout: int = 0,
-        limit: int | None = None,
-        image_size: int | None = None,
-        on_device: bool = True,
-        seed: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         self.n_train, self.n_test, self.noise = n_train, n_test, noise
 
     def load(self) -> Splits:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlx.data.cache import cached, regular_files
 from dlx.data.base import Splits, TensorData
+from dlx.data.cache import cached, regular_files
 from dlx.errors import DlxError
 
 T = TypeVar("T")
@@ -182,30 +182,8 @@ class CIFAR10(TorchvisionData):
     source_name = "CIFAR10"
     base_folder = "cifar-10-batches-py"  # torchvision's `CIFAR10.base_folder`
 
-    def __init__(
-        self,
-        *,
-        root: str = "data",
-        download: bool = False,
-        verify: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int = 1024,
-        val_fraction: float = 0.1,
-        normalize: bool = True,
-        crop_padding: int = 0,
-        flip: bool = False,
-        cutout: int = 0,
-        limit: int | None = None,
-        image_size: int | None = None,
-        on_device: bool = True,
-        seed: int = 0,
-        cache: bool = True,
-    ):
-        super().__init__(
-            root=root, download=download, batch_size=batch_size, eval_batch_size=eval_batch_size,
-            val_fraction=val_fraction, normalize=normalize, crop_padding=crop_padding, flip=flip, cutout=cutout,
-            limit=limit, image_size=image_size, on_device=on_device, seed=seed, cache=cache,
-        )
+    def __init__(self, *, verify: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
         self.verify = verify
 
     @property
