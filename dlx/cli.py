@@ -113,10 +113,14 @@ def train(argv: list[str]) -> int:
     if not inspecting:
         jobs = [config.check(job) for job in job_overrides(overrides)]
         named = any(o.split("=")[0].lstrip("+~") == "name" for o in overrides)
+        names = list(dict.fromkeys(str(cfg.name) for cfg, _ in jobs))
         if not named and jobs[0][0].name == config.default_name([jobs[0][1]]):
             # The default name interpolates Hydra's choices, which a sweep cannot resolve for its folder
             # (hydra.sweep.dir is resolved before any job): name the run from the checked jobs instead.
             argv = [*argv, f"name={config.default_name([choices for _, choices in jobs])}"]
+        elif not named and len(names) > 1:
+            # Jobs named by their presets (-m experiment=a,b) share one sweep folder: name it after all of them.
+            argv = [*argv, f"name={'+'.join(names)}"]
         if "-m" in argv or "--multirun" in argv:
             # Job folders are named by what the sweep varies only: 0-optimizer.lr=0.1, not every override.
             fixed = [o.split("=")[0].lstrip("+~") for o in overrides if len(job_overrides([o])) == 1]

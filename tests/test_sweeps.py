@@ -105,6 +105,15 @@ def test_compare_without_runs_is_one_line_error(tmp_path: Path) -> None:
 
 
 # ---- a sweep killed midway -------------------------------------------------------------------------------
+def test_sweeping_presets_names_the_sweep_after_all_of_them(tmp_path: Path) -> None:
+    out = run_dlx("train", "-m", "experiment=ce_vs_mse,vanishing_gradient", "trainer.max_steps=2", *FAST, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    assert sweep.parent.name == "ce_vs_mse+vanishing_gradient"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0-experiment=ce_vs_mse",
+                                                                     "1-experiment=vanishing_gradient"]
+
+
 def test_killed_sweep_rerun_completes_only_the_missing_jobs(tmp_path: Path) -> None:
     args = ["train", "-m", "trainer.max_steps=20,60,30", *FAST]
     # SIGKILL (whole process, no handler runs) right after step 40: job 0 (20 steps) has completed,
