@@ -288,7 +288,15 @@ def wrap(r: Any) -> None:
     meter.load_state_dict(r.meter.state_dict())
     r.meter = meter
     r.sync_stop = lambda stop: sync_stop(stop, r.device)
+    r.gather = gather
     r.meta["world_size"] = r.world_size
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank (checkpoints keep each rank's RNG state)."""
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def sync_stop(stop: Any, device: torch.device) -> bool:

@@ -107,6 +107,7 @@ class Run:
     rank: int = 0
     world_size: int = 1
     sync_stop: Any = None  # data-parallel (dlx.distributed): stop -> bool agreed by every rank, once per step
+    gather: Any = None  # data-parallel: obj -> [obj of rank 0, rank 1, ...], called by every rank alike
 
     @property
     def is_main(self) -> bool:
@@ -273,7 +274,8 @@ def validate(r: Run) -> str | None:
             r.tracker.histograms(s.step, r.eval_task.model)
         if improved:
             checkpoint.save(r.run_dir / "checkpoints" / "best.pt", best_state(r, metrics))
-        save_last(r)
+    save_last(r)  # on every rank: it gathers each rank's RNG state
+    if r.is_main:
         write_summary(r, "running")
     return "early_stop" if t.early_stop and s.stale >= t.early_stop else None
 
@@ -283,8 +285,12 @@ def plain_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def last_state(r: Run) -> dict[str, Any]:
-    """Everything needed to continue exactly where the run is now (tensors and plain values only)."""
+def last_state(r: Run, rng_ranks: list[dict] | None = None) -> dict[str, Any]:
+    """Everything needed to continue exactly where the run is now (tensors and plain values only).
+
+    Under data-parallel training each rank draws from its own seed (seed + rank: its own dropout masks
+    and augmentations), so `rng_ranks` keeps every rank's RNG state and each rank resumes with its own.
+    """
     return {
         "task": r.task.state_dict(),
         "optimizers": {k: v.state_dict() for k, v in r.optimizers.items()},
@@ -294,6 +300,7 @@ def last_state(r: Run) -> dict[str, Any]:
         "stepper": r.stepper.state_dict(),
         "meter": r.meter.state_dict(),
         "rng": checkpoint.rng_state(),
+        "rng_ranks": rng_ranks,
         "state": asdict(r.state) | {"elapsed": r.state.elapsed + time.perf_counter() - r.t0},
         "config": plain_config(r.cfg),
     }
@@ -306,8 +313,10 @@ def best_state(r: Run, metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def save_last(r: Run) -> None:
+    """Write last.pt (rank 0). Every rank calls it at the same step, since it gathers their RNG states."""
+    rng_ranks = r.gather(checkpoint.rng_state()) if r.gather is not None else None
     if r.is_main:
-        checkpoint.save(r.run_dir / "checkpoints" / "last.pt", last_state(r))
+        checkpoint.save(r.run_dir / "checkpoints" / "last.pt", last_state(r, rng_ranks))
 
 
 def restore(r: Run, state: dict[str, Any]) -> None:
@@ -325,7 +334,8 @@ def restore(r: Run, state: dict[str, Any]) -> None:
     r.meter.load_state_dict({"sums": {k: v.to(r.device) for k, v in state["meter"]["sums"].items()},
                              "count": state["meter"]["count"]})
     r.state = TrainState(**state["state"])
-    checkpoint.set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks")  # absent in checkpoints of one process
+    checkpoint.set_rng_state(ranks[r.rank] if ranks and len(ranks) == r.world_size else state["rng"])
 
 
 # ---- summary ----------------------------------------------------------------------------------------

@@ -92,3 +92,24 @@ def test_devices_beyond_the_machine_is_one_line_error(tmp_path: Path) -> None:
         pytest.skip("checks the CPU-only refusal of a CUDA device index")
     out = run_dlx("train", "trainer.devices=2", "trainer.device=cuda:1", "trainer.progress=false", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("dlx: error: trainer.device")
+
+
+def test_each_rank_resumes_with_its_own_rng_state(tmp_path: Path) -> None:
+    # Dropout draws from each rank's own generator (seed + rank): a resumed run is bitwise the same as an
+    # uninterrupted one only if every rank gets its own RNG state back, not rank 0's.
+    args = ["train", "trainer.devices=2", "data.batch_size=32", "model.dropout=0.3", "trainer.deterministic=true",
+            *COMMON]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    assert run_dlx(*args, cwd=whole).returncode == 0
+    killed = run_dlx(*args, cwd=parts, env={"DLX_FAULT_KILL_AT_STEP": "30"})
+    assert killed.returncode != 0
+    (run,) = run_dirs(parts)
+    ranks = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    out = run_dlx("resume", str(run), cwd=parts)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (reference,) = run_dirs(whole)
+    w1 = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["task"]
+    w2 = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
