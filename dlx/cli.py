@@ -119,12 +119,13 @@ def train(argv: list[str]) -> int:
             # (hydra.sweep.dir is resolved before any job): name the run from the checked jobs instead.
             argv = [*argv, f"name={config.default_name([choices for _, choices in jobs])}"]
         elif not named and len(names) > 1:
-            # Jobs named by their presets (-m experiment=a,b) share one sweep folder: name it after all of them.
-            argv = [*argv, f"name={'+'.join(names)}"]
+            # Jobs named by their presets (-m experiment=a,b) keep their names; their one sweep folder is
+            # named after all of them.
+            argv = [*argv, f"sweep.name={'+'.join(names)}"]
         if "-m" in argv or "--multirun" in argv:
             # Job folders are named by what the sweep varies only: 0-optimizer.lr=0.1, not every override.
             fixed = [o.split("=")[0].lstrip("+~") for o in overrides if len(job_overrides([o])) == 1]
-            excluded = ",".join(["name", "paths.experiments", *fixed])
+            excluded = ",".join(["name", "sweep.name", "paths.experiments", *fixed])
             argv = [*argv, f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"]
     return launch(argv)
 

@@ -70,6 +70,7 @@ class SweepSchema:
     """Types of `sweep.*` (defaults in conf/sweep/default.yaml)."""
 
     skip_done: bool = True  # rerunning a sweep skips completed jobs and resumes interrupted ones
+    name: str = "${name}"  # the folder under experiments/ that holds the sweep; the run's name by default
 
 
 @dataclass

@@ -114,7 +114,7 @@ def prepare(overrides: list[str]) -> Sweep:
     key = sweep_key(overrides)
     reused = None
     if options.skip_done and not explicit:
-        reused = find_sweep(Path(cfg.paths.experiments) / str(cfg.name), key)
+        reused = find_sweep(sweep_dir.parent, key)
     if reused is not None:
         print(f"dlx: continuing sweep {reused} (sweep.skip_done=false starts a new one)")
     sweep = Sweep(dir=(reused or sweep_dir).absolute(), reused=reused is not None, explicit=explicit)

@@ -110,8 +110,10 @@ def test_sweeping_presets_names_the_sweep_after_all_of_them(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     (sweep,) = sweep_dirs(tmp_path)
     assert sweep.parent.name == "ce_vs_mse+vanishing_gradient"
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0-experiment=ce_vs_mse",
-                                                                     "1-experiment=vanishing_gradient"]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0-experiment=ce_vs_mse", "1-experiment=vanishing_gradient"]
+    # Each run keeps its preset's name (dlx runs, dlx compare and TensorBoard show it), only the folder is shared.
+    assert [json.loads((p / "summary.json").read_text())["name"] for p in jobs] == ["ce_vs_mse", "vanishing_gradient"]
 
 
 def test_killed_sweep_rerun_completes_only_the_missing_jobs(tmp_path: Path) -> None:
