@@ -279,8 +279,28 @@ def test_parity_variable_lengths_are_padded_on_the_left():
     assert real[:, -1].all(), "the last step is always a real bit"
     assert (real.int().diff(dim=1) >= 0).all(), "padding only before the first real bit"
     lengths = real.sum(1)
-    assert lengths.min() == 1 and lengths.max() == 10
+    assert lengths.min() == 2 and lengths.max() == 10  # both strings of length 1 are test strings
+    assert (data.splits["test"][0].sum(-1) == 1).sum(1).min() == 1
     assert torch.equal(y, x[..., 1].sum(1).long() % 2)
+
+
+@pytest.mark.parametrize("length,variable", [(4, False), (8, False), (6, True), (24, False)])
+def test_parity_test_strings_are_never_trained_on(length: int, variable: bool):
+    # Length 8 has 256 strings, far fewer than n_train: drawn independently, every test string would be a
+    # training string too, and test accuracy would measure memory instead of parity.
+    splits = Parity(length=length, variable=variable, n_train=4096, n_test=512).load()
+
+    def strings(x: torch.Tensor) -> set[bytes]:
+        return {bytes(row) for row in x.flatten(1).to(torch.uint8).tolist()}
+
+    assert not strings(splits.train[0]) & strings(splits.test[0])
+    assert set(splits.test[1].tolist()) == {0, 1}, "unseen strings of both labels"
+    assert len(splits.train[0]) == 4096 and len(splits.test[0]) == 512
+
+
+def test_parity_of_length_one_is_refused():
+    with pytest.raises(DlxError, match="data.length"):
+        Parity(length=1)
 
 
 def test_synthetic_test_sets_are_fixed_and_train_sets_follow_the_seed():
