@@ -5,6 +5,7 @@ allowlist of module prefixes first. Constructors take explicit keyword arguments
 not exist fails here with the key named.
 """
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from dlx.errors import ConfigError, DlxError
 
@@ -82,7 +84,9 @@ def build_task(cfg: DictConfig) -> nn.Module:
 
 
 def freeze(task: nn.Module, prefixes: list[str]) -> None:
-    """Stop gradients for parameters whose name (inside the model) starts with any prefix."""
+    """Keep fixed what any prefix names (inside the model): no gradients for its parameters, and its
+    normalization layers stay in eval mode, so their running statistics are the pretrained ones too
+    (a frozen feature extractor computes what it computed before fine-tuning)."""
     names = [n for n, _ in task.model.named_parameters()]
     for prefix in prefixes:
         hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
@@ -91,6 +95,28 @@ def freeze(task: nn.Module, prefixes: list[str]) -> None:
         for name, p in task.model.named_parameters():
             if name in hits:
                 p.requires_grad_(False)
+        for name, module in task.model.named_modules():
+            if (name == prefix or name.startswith(prefix + ".")) and isinstance(module, _NormBase):
+                keep_eval(module)
+
+
+class FrozenStats:
+    """Mixin for a normalization layer whose running statistics are frozen: train() never leaves eval mode."""
+
+    def train(self, mode: bool = True) -> nn.Module:
+        return super().train(False)  # type: ignore[misc]
+
+
+@functools.cache
+def _frozen_class(cls: type) -> type:
+    return type(f"Frozen{cls.__name__}", (FrozenStats, cls), {})
+
+
+def keep_eval(module: nn.Module) -> None:
+    """Swap the module's class for a FrozenStats subclass (state_dict, deepcopy and EMA copies unchanged)."""
+    if not isinstance(module, FrozenStats):
+        module.__class__ = _frozen_class(type(module))
+    module.eval()
 
 
 def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> dict[str, torch.optim.Optimizer]:

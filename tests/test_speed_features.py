@@ -150,6 +150,11 @@ def test_init_from_loads_matching_weights_and_freeze_keeps_them(tmp_path: Path) 
     after = params(tuned.task)
     frozen = [k for k in after if k.startswith("model.features.")]
     assert frozen and all(torch.equal(after[k], best[k]) for k in frozen)  # bitwise unchanged
+    # The frozen BatchNorm layers keep their pretrained running statistics (they stay in eval mode).
+    stats = {k: v for k, v in tuned.task.state_dict().items() if k.startswith("model.features.") and "running" in k}
+    assert stats and all(torch.equal(v, best[k]) for k, v in stats.items())
+    assert tuned.task.training and not any(m.training for m in tuned.task.model.features.modules()
+                                           if isinstance(m, torch.nn.BatchNorm1d))
     assert not torch.equal(after["model.classifier.weight"], best["model.classifier.weight"])  # the head trained
 
     # Another width: only tensors of the same name and shape come over (the classifier's bias).
