@@ -238,6 +238,18 @@ def test_stochastic_depth_drops_blocks_in_training_only():
         torch.testing.assert_close(full.eval()(x), out)
 
 
+def test_a_dropped_preact_block_computes_nothing_but_its_shortcut():
+    torch.manual_seed(0)
+    model = build("resnet", CIFAR10, depth=20, preact=True, stochastic_depth=0.9).train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for _ in range(20):
+            model(x)
+    last = model.features.layer3[-1]  # kept with probability 0.1: its pre-activation BN ran only then
+    assert isinstance(last.shortcut, torch.nn.Identity)
+    assert 0 < last.pre[0].num_batches_tracked < 10
+
+
 def test_drop_path_in_training_only():
     torch.manual_seed(0)
     model = build("fractalnet", DIGITS, width=8, columns=3)

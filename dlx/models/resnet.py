@@ -136,15 +136,18 @@ class ResidualBlock(nn.Module):
         self.post = nn.Identity() if preact else nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.pre(x)  # (B, C_in, H, W)
         if not self.residual:
-            return self.post(self.branch(h))
-        # A projection sees the pre-activated input; the zero-pad identity passes x untouched.
-        identity = self.shortcut(h if isinstance(self.shortcut, nn.Conv2d) else x)  # (B, C_out, H / s, W / s)
+            return self.post(self.branch(self.pre(x)))
+        dropped = self.training and self.drop_prob > 0 and bool(torch.rand(()) < self.drop_prob)
+        projected = isinstance(self.shortcut, nn.Conv2d)  # a projection sees the pre-activated input
+        # A dropped block computes only its shortcut: no branch, and no pre-activation unless the projection
+        # needs it (its BN statistics then see only the batches the block trains on).
+        h = self.pre(x) if projected or not dropped else x  # (B, C_in, H, W)
+        identity = self.shortcut(h if projected else x)  # (B, C_out, H / s, W / s); zero-pad identity: x
+        if dropped:
+            return self.post(identity)
         if self.training and self.drop_prob > 0:
-            if torch.rand(()) < self.drop_prob:  # block dropped for this batch: its branch is not computed
-                return self.post(identity)
-            return self.post(identity + self.branch(h) / (1 - self.drop_prob))
+            return self.post(identity + self.branch(h) / (1 - self.drop_prob))  # inverted scaling, like dropout
         return self.post(identity + self.branch(h))
 
 
