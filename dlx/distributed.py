@@ -245,6 +245,7 @@ def train_rank(cfg: DictConfig, run_dir: Path, resume: bool) -> int:
             if resume:
                 state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
                 train.check_resumable(state["config"], cfg)
+                train.record_config(run_dir, cfg)
         if resume:  # the folder may exist on node 0 only: rank 0 sends the checkpoint
             state = _broadcast(state)
         r = train.setup(cfg, run_dir, resume_state=state, rank=rank, world_size=world_size)

@@ -42,7 +42,7 @@ def load_run_config(run_dir: Path, overrides: list[str]):  # noqa: ANN201 - Dict
             key, sep, value = item.partition("=")
             if not sep:
                 raise DlxError(f"override '{item}' must look like key=value")
-            OmegaConf.update(cfg, key, OmegaConf.create({"v": value} if False else f"v: {value}").v, merge=False)
+            OmegaConf.update(cfg, key, OmegaConf.create(f"v: {value}").v, merge=False)  # the value as YAML reads it
         OmegaConf.resolve(cfg)
     except DlxError:
         raise

@@ -9,6 +9,7 @@ order is a pure function of (seed, epoch), so it is recomputed rather than store
 
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -469,6 +470,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> int:
         state = checkpoint.load(run_dir / "checkpoints" / "last.pt") if resume else None
         if state is not None:
             check_resumable(state["config"], cfg)
+            record_config(run_dir, cfg)
         r = setup(cfg, run_dir, resume_state=state)
         return train_and_test(r)
 
@@ -544,6 +546,20 @@ def check_resumable(saved: dict, cfg: DictConfig) -> None:
                               "settings only (start a new run, or use init_from= to fine-tune from this one)")
     if saved["optimizer"]["_target_"] != now["optimizer"]["_target_"]:
         raise ConfigError("optimizer", now["optimizer"]["_target_"], "differs from the checkpoint's optimizer")
+
+
+def record_config(run_dir: Path, cfg: DictConfig) -> None:
+    """A resume with overrides (trainer.max_steps=...) makes them the run's config in .hydra/config.yaml, so
+    that the next `dlx resume` without them, `dlx runs` and `dlx compare` see what the run now trains with.
+    config.sha keeps the hash the run was started with: a rerun sweep still knows the job as its own."""
+    path = run_dir / ".hydra" / "config.yaml"
+    saved = OmegaConf.load(path)
+    if plain_config(saved) == plain_config(cfg):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)  # atomic: a kill here leaves the old config or the new one, never half of one
+    log.info("resumed with changed settings: %s updated", path)
 
 
 def configure_logging(run_dir: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USER_ERROR
 from tests.conftest import DLX, metrics_lines, run_dirs, run_dlx, summary
@@ -123,6 +124,8 @@ def test_sigterm_saves_marks_interrupted_and_resumes(workdir: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["step"] == s["step"] + 10
     assert len(run_dirs(workdir / "experiments")) == 1
+    # The override is now the run's config: a later `dlx resume` without it keeps the new step budget.
+    assert OmegaConf.load(run_dir / ".hydra/config.yaml").trainer.max_steps == s["step"] + 10
 
 
 def test_a_running_run_cannot_be_resumed_twice(workdir: Path) -> None:
@@ -163,6 +166,7 @@ def test_skip_policy_drops_bad_updates_and_goes_on(workdir: Path) -> None:
 
 
 def test_resume_refuses_changes_to_what_is_trained(reference: Path, workdir: Path) -> None:
+    config = (reference / ".hydra/config.yaml").read_text()
     for override, key in (("model.width=128", "model.width"), ("data.batch_size=32", "data.batch_size"),
                           ("seed=3", "seed")):
         done = run_dlx("resume", str(reference), override, cwd=workdir)
@@ -170,3 +174,4 @@ def test_resume_refuses_changes_to_what_is_trained(reference: Path, workdir: Pat
         assert done.stderr.startswith(f"dlx: error: {key}") and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert json.loads((reference / "summary.json").read_text())["status"] == "completed"
+    assert (reference / ".hydra/config.yaml").read_text() == config  # a refused resume changes nothing
