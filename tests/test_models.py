@@ -6,6 +6,7 @@ shape (B, num_classes), no NaN, and a gradient for every parameter. Parameter co
 the papers and torchvision on the meta device (no memory, no compute).
 """
 
+import copy
 import math
 from functools import partial
 from pathlib import Path
@@ -248,6 +249,31 @@ def test_a_dropped_preact_block_computes_nothing_but_its_shortcut():
     last = model.features.layer3[-1]  # kept with probability 0.1: its pre-activation BN ran only then
     assert isinstance(last.shortcut, torch.nn.Identity)
     assert 0 < last.pre[0].num_batches_tracked < 10
+
+
+def test_drop_path_running_statistics_are_those_of_the_joined_net():
+    torch.manual_seed(0)
+    model = build("fractalnet", DIGITS, width=8, columns=3, drop_path_local=0.15, drop_path_global=0.5).train()
+    x = torch.randn(32, 1, 8, 8)
+    for _ in range(5):
+        model(x)  # sub-networks: the running statistics mix single columns and partial joins
+    joined = copy.deepcopy(model)
+    joined.features.drop_path_global = 0.0
+    for m in joined.modules():
+        if hasattr(m, "drop_path_local"):
+            m.drop_path_local = 0.0
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        joined.features(x)  # what eval runs: every column, every join
+    rng = torch.get_rng_state()
+    model.eval()  # leaving training recalibrates on the latest training batches
+    assert torch.equal(rng, torch.get_rng_state()), "recalibration draws no random numbers"
+    pairs = [(a, b) for a, b in zip(model.modules(), joined.modules(), strict=True) if isinstance(a, nn.BatchNorm2d)]
+    for a, b in pairs:
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
 
 
 def test_drop_path_in_training_only():
