@@ -118,7 +118,7 @@ def train(argv: list[str]) -> int:
             # The default name interpolates Hydra's choices, which a sweep cannot resolve for its folder
             # (hydra.sweep.dir is resolved before any job): name the run from the checked jobs instead.
             argv = [*argv, f"name={config.default_name([choices for _, choices in jobs])}"]
-        elif not named and len(names) > 1:
+        elif not named and len(names) > 1 and not any(o.lstrip("+~").startswith("sweep.name=") for o in overrides):
             # Jobs named by their presets (-m experiment=a,b) keep their names; their one sweep folder is
             # named after all of them.
             argv = [*argv, f"sweep.name={'+'.join(names)}"]
