@@ -139,7 +139,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.device", t.device, f"choose one of {', '.join(DEVICES)} (or cuda:N)")
     if t.monitor_mode is not None:
         _choice("trainer.monitor_mode", t.monitor_mode, ("min", "max"))
-    _validate_groups(cfg)
 
 
 def _validate_groups(cfg: DictConfig) -> None:
@@ -302,11 +301,15 @@ def _default_keys() -> DictConfig:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Everything that must hold before a run starts: values, then `_target_` allowlist."""
+    """Everything that must hold before a run starts: root and trainer values, the `_target_` allowlist,
+    then the group arguments' types (from their targets' signatures) and ranges."""
+    from dlx.arguments import check_arguments
     from dlx.build import check_targets
 
     validate(cfg)
-    check_targets(cfg)
+    check_targets(cfg)  # before check_arguments imports any target
+    check_arguments(cfg)
+    _validate_groups(cfg)
 
 
 def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:

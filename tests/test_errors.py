@@ -30,6 +30,15 @@ BAD_TRAIN = [
     (["trainer.grad_clip=big"], "trainer.grad_clip"),
     (["optimizer.lr=fast"], "optimizer.lr"),
     (["data.batch_size=many"], "data.batch_size"),
+    # group arguments, typed by their targets' signatures (dlx.arguments)
+    (["model.width=abc"], "model.width='abc' is not allowed: must be an integer"),
+    (["model.dropout=abc"], "model.dropout='abc' is not allowed: must be a number"),
+    (["model.batch_norm=3"], "model.batch_norm=3 is not allowed: must be true or false"),
+    (["model.widths=[64,wide]"], "model.widths"),
+    (["data.flip=yes"], "data.flip"),
+    (["data=parity", "data.length=long"], "data.length='long'"),
+    (["optimizer.betas=[0.9]"], "optimizer.betas=[0.9] is not allowed: must be a list of 2 numbers"),
+    (["scheduler=cosine", "scheduler.warmup_steps=soon"], "scheduler.warmup_steps"),
     # out of range / not allowed
     (["optimizer.lr=-1"], "optimizer.lr"),
     (["optimizer.lr=0"], "optimizer.lr"),
