@@ -51,6 +51,9 @@ def settings(cfg: DictConfig) -> SweepSchema:
             raise ConfigError(f"sweep.{key}", value, f"is not a sweep setting; known: {', '.join(sorted(known))}")
     if not isinstance(values.get("skip_done", True), bool):
         raise ConfigError("sweep.skip_done", values["skip_done"], "must be true or false")
+    name = str(values.get("name", "sweep"))
+    if not name.strip() or "/" in name or name in (".", ".."):
+        raise ConfigError("sweep.name", name, "must be a folder name under experiments/ (no '/')")
     return SweepSchema(**values)
 
 

@@ -116,6 +116,12 @@ def test_sweeping_presets_names_the_sweep_after_all_of_them(tmp_path: Path) -> N
     assert [json.loads((p / "summary.json").read_text())["name"] for p in jobs] == ["ce_vs_mse", "vanishing_gradient"]
 
 
+def test_a_sweep_name_must_be_a_folder_name(tmp_path: Path) -> None:
+    out = run_dlx("train", "-m", "seed=0,1", "sweep.name=a/b", *FAST, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "dlx: error: sweep.name='a/b' is not allowed: must be a folder name under experiments/ (no '/')")
+
+
 def test_killed_sweep_rerun_completes_only_the_missing_jobs(tmp_path: Path) -> None:
     args = ["train", "-m", "trainer.max_steps=20,60,30", *FAST]
     # SIGKILL (whole process, no handler runs) right after step 40: job 0 (20 steps) has completed,
