@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dlx.errors import DlxError
+from dlx.runs import best_mode
 
 # Override keys that never tell two settings apart: where outputs go, the progress bar, sweep bookkeeping.
 IGNORED = ("seed", "trainer.progress", "name")
@@ -342,7 +343,7 @@ def main(argv: list[str]) -> int:
     metric, mode = main_metric(done)
     if args.metric:
         metric = args.metric
-        mode = "min" if "loss" in metric or "error" in metric or "nll" in metric else "max"
+        mode = best_mode(metric)
     metrics = metric_columns(done, args.metrics.split(",") if args.metrics else None)
     groups = rank(group_runs(done), metric, mode)
     keys = varying_keys(groups)

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlx.errors import DlxError
+
 
 def find_runs(root: Path) -> list[dict[str, Any]]:
     """Every summary.json below `root`, with the folder it came from, newest first."""
@@ -29,6 +31,16 @@ def main_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return picked or {k: v for k, v in final.items() if k.startswith("val/")}
 
 
+# Metrics where lower is better (losses, distances, calibration error, time); every other metric is higher-better.
+LOWER_IS_BETTER = ("loss", "error", "nll", "mse", "mae", "fid", "elbo", "bits_per_dim", "ece", "kl", "recon",
+                   "duration")
+
+
+def best_mode(metric: str) -> str:
+    """"min" or "max": which end of `metric` is best (the order of `dlx runs --sort` and `dlx compare --metric`)."""
+    return "min" if any(word in metric for word in LOWER_IS_BETTER) else "max"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dlx runs", description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", default="experiments", type=Path)
@@ -37,12 +49,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     args = parser.parse_args(argv)
     if not args.path.exists():
-        from dlx.errors import DlxError
-
         raise DlxError(f"{args.path} does not exist (runs are written under experiments/ in the current folder)")
+    if args.limit is not None and args.limit < 1:
+        raise DlxError(f"--limit {args.limit}: must be at least 1")
     runs = find_runs(args.path)
     if args.sort:
-        runs.sort(key=lambda s: _sort_value(s, args.sort), reverse=True)
+        known = sorted({k for s in runs for k in s.get("metrics", {}).get("final", {})} | {"duration"})
+        if runs and args.sort not in known:
+            raise DlxError(f"--sort {args.sort}: no run has it; choose one of {', '.join(known)}")
+        # Best first: highest accuracy, lowest loss; runs without the value last.
+        sign = -1 if best_mode(args.sort) == "max" else 1
+        runs.sort(key=lambda s: sign * _sort_value(s, args.sort))
     else:
         runs.sort(key=lambda s: str(s["_dir"]), reverse=True)
     runs = runs[: args.limit] if args.limit else runs
@@ -57,7 +74,9 @@ def main(argv: list[str]) -> int:
 
 def _sort_value(summary: dict[str, Any], key: str) -> float:
     value = summary.get("metrics", {}).get("final", {}).get(key, summary.get(key.replace("duration", "duration_s")))
-    return value if isinstance(value, int | float) else float("-inf")
+    if not isinstance(value, int | float) or value != value:  # missing or NaN: after every real value
+        return float("inf") if best_mode(key) == "min" else float("-inf")
+    return value
 
 
 def print_table(runs: list[dict[str, Any]], root: Path) -> None:

@@ -1,5 +1,6 @@
 """Every mistake a user can make is one line on stderr, exit code 2, no traceback, the culprit named."""
 
+import json
 import pickle
 from pathlib import Path
 
@@ -171,12 +172,27 @@ def test_init_from_a_run_with_a_broken_checkpoint(trained: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("args", [[], ["--sort", "test/acc"], ["/no/such/folder"]])
-def test_other_commands_fail_cleanly(args: list[str], workdir: Path) -> None:
-    done = run_dlx("runs", *args, cwd=workdir)
-    if args == ["/no/such/folder"] or not args:
-        assert_one_line_error(done, "does not exist")
-    else:
-        assert_one_line_error(done, "does not exist")
+def test_runs_without_an_experiments_folder_fails_cleanly(args: list[str], workdir: Path) -> None:
+    assert_one_line_error(run_dlx("runs", *args, cwd=workdir), "does not exist")
+
+
+def test_runs_sorts_best_first_and_refuses_bad_options(workdir: Path) -> None:
+    for name, acc, loss in (("a", 0.5, 0.9), ("b", 0.9, 0.2), ("c", 0.7, 0.4)):
+        run = workdir / "experiments" / name / "2026-01-01_00-00-00-000000"
+        run.mkdir(parents=True)
+        metrics = {"final": {"test/acc": acc, "test/loss": loss}}
+        (run / "summary.json").write_text(json.dumps({"name": name, "status": "completed", "metrics": metrics}))
+
+    def order(*args: str) -> list[str]:
+        done = run_dlx("runs", "--json", *args, cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["name"] for line in done.stdout.splitlines()]
+
+    assert order("--sort", "test/acc") == ["b", "c", "a"]  # highest accuracy first
+    assert order("--sort", "test/loss") == ["b", "c", "a"]  # lowest loss first
+    assert order("--sort", "test/acc", "--limit", "2") == ["b", "c"]
+    assert_one_line_error(run_dlx("runs", "--sort", "test/acc2", cwd=workdir), "--sort test/acc2: no run has it")
+    assert_one_line_error(run_dlx("runs", "--limit", "-1", cwd=workdir), "--limit -1")
 
 
 def test_unknown_command_and_bad_resume_folder(workdir: Path) -> None:
