@@ -143,11 +143,19 @@ def main_metric(runs: list[RunRecord]) -> tuple[str, str]:
 
 
 def metric_columns(runs: list[RunRecord], wanted: list[str] | None) -> list[str]:
-    if wanted:
-        return wanted
     names = {k for r in runs for k in r.final}
+    if wanted:
+        for name in wanted:
+            known_metric(name, names, "--metrics")
+        return wanted
     order = {"test": 0, "val": 1, "best": 2, "train": 3}
     return sorted(names, key=lambda k: (order.get(k.split("/")[0].split(" ")[0], 4), k))
+
+
+def known_metric(name: str, names: set[str], option: str) -> None:
+    """Refuse a metric no completed run has (a typo would otherwise give an empty column or no ranking)."""
+    if name not in names:
+        raise DlxError(f"{option} {name}: no completed run has it; choose from {', '.join(sorted(names))}")
 
 
 def varying_keys(groups: list[Group]) -> list[str]:
@@ -342,6 +350,7 @@ def main(argv: list[str]) -> int:
                        + (f" ({', '.join(f'{n} {s}' for s, n in others.items())})" if others else ""))
     metric, mode = main_metric(done)
     if args.metric:
+        known_metric(args.metric, {k for r in done for k in r.final}, "--metric")
         metric = args.metric
         mode = best_mode(metric)
     metrics = metric_columns(done, args.metrics.split(",") if args.metrics else None)

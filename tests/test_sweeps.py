@@ -97,6 +97,11 @@ def test_compare_groups_seeds_with_mean_and_std(lr_seed_sweep: Path) -> None:
         assert img.format == "PNG" and img.size[0] > 300
         assert len(img.convert("RGB").getcolors(1 << 16)) > 10  # lines, band, text: not a blank canvas
 
+    # A typo in a metric name is refused instead of ranking by nothing or printing an empty column.
+    for option in ("--metric", "--metrics"):
+        typo = run_dlx("compare", str(sweep), option, "test/accuracy", cwd=lr_seed_sweep)
+        assert typo.returncode == 2 and typo.stderr.startswith(f"dlx: error: {option} test/accuracy: no completed run")
+
 
 def test_compare_without_runs_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "experiments").mkdir()
