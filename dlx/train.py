@@ -230,6 +230,8 @@ def evaluate(r: Run, split: str) -> dict[str, float]:
     """Batch-size-weighted means of the task's validation metrics over a whole split."""
     task, meter = r.eval_task, Meter()
     was_training = task.training
+    if r.ema is not None:
+        recalibrate_ema(r)
     task.eval()
     if r.cfg.trainer.overfit_batches and split == "val":
         batches = islice(r.data.batches("train", 0), r.steps_per_epoch)
@@ -243,6 +245,15 @@ def evaluate(r: Run, split: str) -> dict[str, float]:
     metrics.update({f"{split}/{k}": float(v) for k, v in extra.items()})
     task.train(was_training)
     return metrics
+
+
+def recalibrate_ema(r: Run) -> None:
+    """Models that recompute their BatchNorm statistics when leaving training (FractalNet under drop-path) do it
+    for the EMA weights too, on the live model's latest training batches: the EMA copy never trains itself."""
+    lives, emas = ([m for m in task.modules() if hasattr(m, "recalibrate")] for task in (r.task, r.ema.module))
+    for live, ema in zip(lives, emas, strict=True):  # in the same order (a DDP wrapper around the live one aside)
+        if live.recent:
+            ema.recalibrate(live.recent)
 
 
 def validate(r: Run) -> str | None:

@@ -6,6 +6,7 @@ real command is the point (`trainer=debug`, `dlx --help` without torch). No timi
 is measured by benchmarks/bench_train.py.
 """
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,28 @@ def test_ema_weights_are_evaluated_and_kept_as_best(tmp_path: Path) -> None:
     assert train.evaluate(r, "val") == r.last_val
     r.ema = None
     assert train.evaluate(r, "val")["val/loss"] != r.last_val["val/loss"]
+
+
+def test_the_ema_copy_of_a_fractalnet_gets_the_batchnorm_statistics_of_its_own_weights(tmp_path: Path) -> None:
+    r = run(tmp_path / "fractal", "model=fractalnet", "model.width=8", "model.columns=2", "model.blocks=2",
+            "trainer.ema=0.9", "trainer.max_steps=6", "trainer.val_every=6")
+    live, ema = r.task.model, r.ema.module.model
+    assert live.recent, "the live model never leaves training under EMA: its latest batches are kept"
+    joined = copy.deepcopy(ema).eval()  # the EMA weights with statistics recomputed on those batches
+    for m in joined.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+    with torch.no_grad():
+        for x in live.recent:
+            joined.features(x)
+    train.evaluate(r, "val")
+    bn = torch.nn.BatchNorm2d
+    norms = [(a, b) for a, b in zip(ema.modules(), joined.modules(), strict=True) if isinstance(a, bn)]
+    for a, b in norms:
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
 
 
 # ---- gradient accumulation --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ at 1x1 as in the paper; digits 8x8 keeps three).
 """
 
 from collections import deque
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -177,8 +178,9 @@ class FractalNet(nn.Module):
         return super().train(mode)
 
     @torch.no_grad()
-    def recalibrate(self) -> None:
-        """Recompute every BatchNorm's running statistics on the latest training batches with all columns joined.
+    def recalibrate(self, batches: Sequence[Tensor] | None = None) -> None:
+        """Recompute every BatchNorm's running statistics on the latest training batches (or `batches`, e.g. the
+        live model's for an EMA copy) with all columns joined.
 
         Drop-path trains sub-networks: a block receives one column's output, or the mean of a random subset,
         where eval feeds the mean of all columns, and the running statistics mix those regimes. After 300 steps
@@ -187,14 +189,16 @@ class FractalNet(nn.Module):
         nets (slimmable networks, once-for-all). No random numbers are drawn: training is unchanged.
         """
         norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
-        momenta = [m.momentum for m in norms]
+        momenta, mode = [m.momentum for m in norms], self.training
         super().train(False)  # no drop-path, no dropout: the joined net
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
             m.train()
-        for x in self.recent:
+        for x in self.recent if batches is None else batches:
             self.features(x)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
-        self.recent.clear()
+        if batches is None:
+            self.recent.clear()
+        super().train(mode)
