@@ -259,13 +259,20 @@ def wrap(r: Any) -> None:
 
     task, stepper = r.task, r.stepper
     ids = [torch.cuda.current_device()] if r.device.type == "cuda" else None
-    # A GAN's generator runs without its own update in the discriminator's step: unused parameters.
-    unused = len(r.optimizers) > 1
+    # Stochastic depth and drop-path leave a different set of weights without a gradient on each step (and
+    # rank): DDP must look for them, a graph traversal per step that the other models do without.
+    unused = any(getattr(m, "may_skip_parameters", False) for m in task.modules())
     wrapped = {
         name: DDP(child, device_ids=ids, find_unused_parameters=unused)
         for name, child in task.named_children()
         if any(p.requires_grad for p in child.parameters())
-    }
+    } if len(r.optimizers) == 1 else {}
+    if not wrapped:
+        # Several optimizers stepped in turn on one batch (a GAN: D on G's samples, then G through a frozen D)
+        # call submodules several times per backward, or without one, which DDP's reducer refuses; here each
+        # optimizer's gradients are averaged over the ranks just before its update instead.
+        broadcast_state(task)
+        stepper.grad_sync = average_gradients
     plain_step = task.training_step
 
     def training_step(batch: tuple[Tensor, ...], step: Any) -> dict[str, Tensor]:
@@ -291,6 +298,27 @@ def wrap(r: Any) -> None:
     r.sync_stop = lambda stop: sync_stop(stop, r.device)
     r.gather = gather
     r.meta["world_size"] = r.world_size
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does when it wraps a module)."""
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[Tensor]) -> None:
+    """Mean of each gradient over the ranks, in one all-reduce; a missing gradient counts as zeros, so every
+    rank reduces the same tensors."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads), strict=True):
+        p.grad = g.view_as(p)
 
 
 def gather(obj: Any) -> list[Any]:

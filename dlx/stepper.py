@@ -71,6 +71,7 @@ class Stepper:
         self.step_count = 0  # the loop's step, for messages
         self.grad_norms: dict[str, Tensor] = {}  # last global norm per optimizer, on the device
         self.no_sync = None  # set by DDP: context manager factory for accumulation micro-steps
+        self.grad_sync = None  # set by data parallel training without DDP wrappers: averages gradients over ranks
         self.param_names: dict[int, str] = {}  # id(param) -> name, for per-layer gradient norms
         self.capture_layers = False  # set by the loop just before a log step
         self.layer_grads: dict[str, Tensor] = {}
@@ -93,6 +94,8 @@ class Stepper:
 
     def _update(self, name: str, loss: Tensor) -> None:
         opt = self.optimizers[name]
+        if self.grad_sync is not None:
+            self.grad_sync([p for g in opt.param_groups for p in g["params"] if p.requires_grad])
         if self.scaler:
             self.scaler.unscale_(opt)
         params = self._params(name)

@@ -113,3 +113,39 @@ def test_each_rank_resumes_with_its_own_rng_state(tmp_path: Path) -> None:
     w1 = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["task"]
     w2 = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["task"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+# ---- models and tasks beyond one optimizer and a fixed graph -----------------------------------------------
+@pytest.mark.parametrize("args", [
+    # A GAN steps two optimizers in turn on each batch: gradients are averaged over the ranks by hand.
+    ["task=gan", "model=mlp_gan", "loss=gan_nonsat", "data.normalize=false", "task.judge_steps=20",
+     "task.fid_samples=200"],
+    # Stochastic depth and drop-path leave different weights without gradients on each step.
+    ["model=resnet", "model.depth=8", "model.stochastic_depth=0.5"],
+    ["model=fractalnet", "model.width=8", "model.columns=2", "model.blocks=2"],
+], ids=["gan", "stochastic_depth", "drop_path"])
+def test_two_processes_train_gans_and_stochastic_nets(args: list[str], tmp_path: Path) -> None:
+    out = run_dlx("train", *args, "trainer.devices=2", "trainer.max_steps=6", "trainer.progress=false", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    s = summary(run)
+    assert s["status"] == "completed" and s["world_size"] == 2 and s["step"] == 6
+
+
+def _average_on_rank(rank: int, init_file: str) -> None:
+    import torch.distributed as dist
+
+    from dlx.distributed import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
+    a.grad = torch.full((3,), float(rank + 1))  # rank 0: 1, rank 1: 2
+    if rank == 1:
+        b.grad = torch.full((2, 2), 4.0)  # rank 0 has none: it counts as zeros
+    average_gradients([a, b])
+    assert torch.equal(a.grad, torch.full((3,), 1.5)) and torch.equal(b.grad, torch.full((2, 2), 2.0))
+    dist.destroy_process_group()
+
+
+def test_average_gradients_is_the_mean_over_ranks(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_average_on_rank, args=(str(tmp_path / "init"),), nprocs=2)

@@ -165,6 +165,7 @@ class FractalNet(nn.Module):
         )
 
         self.drop_path = drop_path_local > 0 or drop_path_global > 0
+        self.may_skip_parameters = self.drop_path  # a dropped column's weights get no gradient (DDP asks)
         self.recent: deque[Tensor] = deque(maxlen=RECALIBRATION_BATCHES)  # training inputs, for recalibrate()
 
     def forward(self, x: Tensor) -> Tensor:

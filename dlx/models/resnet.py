@@ -256,6 +256,7 @@ class ResNet(nn.Module):
             raise ConfigError("model.stochastic_depth", stochastic_depth, "needs residual: true (0 for plain nets)")
         if not 0 <= dropout < 1:
             raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+        self.may_skip_parameters = stochastic_depth > 0  # a dropped block's weights get no gradient (DDP asks)
 
         if arch == "cifar":
             width = 16 if width is None else width
