@@ -290,6 +290,9 @@ def wrap(r: Any) -> None:
             finally:
                 for name, ddp in wrapped.items():
                     setattr(task, name, ddp.module)
+                if not wrapped:  # rank 0's BatchNorm statistics everywhere, as DDP's broadcast_buffers does
+                    for buffer in task.buffers():
+                        dist.broadcast(buffer, src=0)
 
     task.training_step = training_step
     meter = SyncedMeter()
