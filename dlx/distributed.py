@@ -266,11 +266,11 @@ def wrap(r: Any) -> None:
         name: DDP(child, device_ids=ids, find_unused_parameters=unused)
         for name, child in task.named_children()
         if any(p.requires_grad for p in child.parameters())
-    } if len(r.optimizers) == 1 else {}
+    } if len(r.optimizers) == 1 and task.ddp_wraps_model else {}
     if not wrapped:
-        # Several optimizers stepped in turn on one batch (a GAN: D on G's samples, then G through a frozen D)
-        # call submodules several times per backward, or without one, which DDP's reducer refuses; here each
-        # optimizer's gradients are averaged over the ranks just before its update instead.
+        # Tasks that call model methods other than forward (an autoencoder's encode/decode) or step several
+        # optimizers in turn on one batch (a GAN: D on G's samples, then G through a frozen D) do what DDP's
+        # reducer cannot follow; here each optimizer's gradients are averaged over the ranks before its update.
         broadcast_state(task)
         stepper.grad_sync = average_gradients
     plain_step = task.training_step
@@ -310,17 +310,24 @@ def broadcast_state(module: torch.nn.Module) -> None:
 
 
 def average_gradients(params: list[Tensor]) -> None:
-    """Mean of each gradient over the ranks, in one all-reduce; a missing gradient counts as zeros, so every
-    rank reduces the same tensors."""
+    """Mean of each gradient over the ranks, in one all-reduce (after a small one that agrees on which
+    parameters have a gradient anywhere). A parameter without a gradient on some ranks counts zeros there;
+    one without a gradient on every rank keeps none, so the optimizer leaves it alone as in one process
+    (a stacked autoencoder's layers outside the phase being trained)."""
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     if not params:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(has)  # (P,): on how many ranks each parameter has a gradient
+    used = [p for p, n in zip(params, has.tolist(), strict=True) if n > 0]
+    if not used:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in used]
     flat = _flatten_dense_tensors(grads)
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
-    for p, g in zip(params, _unflatten_dense_tensors(flat, grads), strict=True):
+    for p, g in zip(used, _unflatten_dense_tensors(flat, grads), strict=True):
         p.grad = g.view_as(p)
 
 

@@ -123,8 +123,11 @@ def test_each_rank_resumes_with_its_own_rng_state(tmp_path: Path) -> None:
     # Stochastic depth and drop-path leave different weights without gradients on each step.
     ["model=resnet", "model.depth=8", "model.stochastic_depth=0.5"],
     ["model=fractalnet", "model.width=8", "model.columns=2", "model.blocks=2"],
-], ids=["gan", "stochastic_depth", "drop_path"])
-def test_two_processes_train_gans_and_stochastic_nets(args: list[str], tmp_path: Path) -> None:
+    # Tasks that call encode/decode rather than forward, and one that trains its layers in phases.
+    ["experiment=vae_mnist", "data=digits"],
+    ["experiment=stacked_ae", "data=digits"],
+], ids=["gan", "stochastic_depth", "drop_path", "vae", "stacked_ae"])
+def test_two_processes_train_every_kind_of_task(args: list[str], tmp_path: Path) -> None:
     out = run_dlx("train", *args, "trainer.devices=2", "trainer.max_steps=6", "trainer.progress=false", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
@@ -138,12 +141,13 @@ def _average_on_rank(rank: int, init_file: str) -> None:
     from dlx.distributed import average_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
+    a, b, c = (torch.nn.Parameter(torch.zeros(shape)) for shape in ((3,), (2, 2), (4,)))
     a.grad = torch.full((3,), float(rank + 1))  # rank 0: 1, rank 1: 2
     if rank == 1:
         b.grad = torch.full((2, 2), 4.0)  # rank 0 has none: it counts as zeros
-    average_gradients([a, b])
+    average_gradients([a, b, c])
     assert torch.equal(a.grad, torch.full((3,), 1.5)) and torch.equal(b.grad, torch.full((2, 2), 2.0))
+    assert c.grad is None  # no rank has one: the optimizer skips it, as in one process
     dist.destroy_process_group()
 
 

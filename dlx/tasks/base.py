@@ -23,6 +23,10 @@ class Task(nn.Module):
     # The metric that picks best.pt and drives early stopping, unless trainer.monitor overrides it.
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    # Data-parallel training wraps `model` in DistributedDataParallel (communication overlapping backward) only
+    # for tasks whose training_step calls nothing of the model but its forward, once per backward; the others
+    # (encode/decode, two networks in turn, model attributes) average gradients over the ranks before updates.
+    ddp_wraps_model: bool = False
 
     def __init__(self, model: nn.Module, loss: nn.Module):
         super().__init__()

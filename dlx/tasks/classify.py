@@ -2,6 +2,7 @@
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dlx.errors import ConfigError
 from dlx.tasks.base import Step, Task
@@ -19,6 +20,7 @@ class Classify(Task):
 
     monitor = "val/acc"
     monitor_mode = "max"
+    ddp_wraps_model = True  # training_step calls only self.model(x)
 
     def __init__(self, model: nn.Module, loss: nn.Module, tta_flip: bool = False):
         super().__init__(model, loss)
@@ -33,7 +35,8 @@ class Classify(Task):
 
     def _auxiliary(self, y: Tensor) -> Tensor | float:
         # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015): their losses count 0.3 each in training.
-        aux = getattr(self.model, "aux_outputs", None) or ()
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        aux = getattr(model, "aux_outputs", None) or ()
         return sum(0.3 * self.loss(a, y) for a in aux)
 
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:

@@ -19,6 +19,7 @@ class Regress(Task):
 
     monitor = "val/loss"
     monitor_mode = "min"
+    ddp_wraps_model = True  # training_step calls only self.model(x)
 
     def __init__(self, model: nn.Module, loss: nn.Module):
         if not hasattr(loss, "predict"):

@@ -49,6 +49,7 @@ class Segment(Task):
 
     monitor = "val/miou"
     monitor_mode = "max"
+    ddp_wraps_model = True  # training_step calls only self.model(x)
 
     def __init__(self, model, loss):  # noqa: ANN001
         super().__init__(model, loss)
