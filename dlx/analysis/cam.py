@@ -25,6 +25,9 @@ def gap_linear(model: nn.Module) -> nn.Linear:
     """The linear layer of a `features -> GAP -> [Flatten, Dropout] -> Linear` head; refuse anything else."""
     head = getattr(model, "classifier", None)
     name = type(model).__name__
+    if head is None:
+        raise DlxError(f"CAM needs a classifier with a global-average-pooling head (e.g. resnet); {name} has no "
+                       "classifier")
     if not hasattr(model, "features") or not isinstance(head, nn.Sequential) or len(head) == 0:
         raise DlxError(f"CAM needs a global-average-pooling net (features -> GAP -> one Linear, e.g. resnet); "
                        f"{name}'s classifier is {type(head).__name__}")
