@@ -202,6 +202,32 @@ def test_image_folder_order_is_a_function_of_seed_and_epoch(tmp_path):
     assert torch.cat([y for _, y in a.batches("train", 1)]).tolist() == [folder.targets[i] for i in order]
 
 
+def test_image_folder_workers_persist_across_epochs_and_give_the_same_batches(tmp_path):
+    write_image_folder(tmp_path, per_class={"train": 10, "test": 2})
+    plain, workers = image_folder(tmp_path, seed=2), image_folder(tmp_path, seed=2, num_workers=2)
+
+    def same(a: list, b: list) -> bool:
+        return all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True))
+
+    loaders = set()
+    for epoch in (0, 1, 2):
+        assert same(list(plain.batches("train", epoch)), list(workers.batches("train", epoch)))
+        loaders.add(id(workers._loaders["train"]))
+    assert len(loaders) == 1 and workers._loaders["train"].persistent_workers  # one loader, its workers kept
+    # A pass abandoned midway (early stop) and one nested in another (the train split evaluated inside a
+    # training epoch) both still give exactly their own batches.
+    epoch = workers.batches("train", 3)
+    first = next(epoch)
+    inner = list(workers.batches("train", 4))
+    assert same(inner, list(plain.batches("train", 4)))
+    rest = [first, *epoch]
+    assert same(rest, list(plain.batches("train", 3)))
+    abandoned = workers.batches("train", 5)
+    next(abandoned)
+    abandoned.close()  # the persistent workers still hold prefetched batches of epoch 5: they are dropped
+    assert same(list(workers.batches("train", 6)), list(plain.batches("train", 6)))
+
+
 def test_image_folder_resumes_mid_epoch_without_decoding_skipped_batches(tmp_path):
     written = write_image_folder(tmp_path, per_class={"train": 10, "test": 2})
     data = image_folder(tmp_path, seed=1)

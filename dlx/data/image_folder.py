@@ -28,6 +28,19 @@ TEST_SEED = 0  # a test split cut from the training images is fixed, independent
 NORM_IMAGES = 512  # images (a fixed subset of the training split) that estimate the normalization
 
 
+class BatchPlan:
+    """The batch sampler of a persistent DataLoader: the index lists of its next pass, set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class ImageFolder(TensorData):
     """Images in class sub-folders, fed by a `DataLoader`. Batches are (x (B, 3, S, S), y (B,) int64).
 
@@ -66,6 +79,8 @@ class ImageFolder(TensorData):
         self.num_workers, self.test_fraction = num_workers, test_fraction
         # split -> (the torchvision folder data set it reads from, (N,) int64 indices into that data set)
         self.parts: dict[str, tuple[datasets.ImageFolder, Tensor]] = {}
+        self._loaders: dict[str, DataLoader] = {}  # split -> its DataLoader with persistent workers
+        self._reading: set[str] = set()  # splits whose persistent loader is in the middle of a pass
 
     # ---- set-up -------------------------------------------------------------------------------
     def _folder(self, path: str) -> datasets.ImageFolder:
@@ -128,13 +143,34 @@ class ImageFolder(TensorData):
         x = torch.cat([x for x, _ in self._loader("train", pick.split(self.eval_batch_size))])  # (<=512, 3, S, S)
         self._fit_normalization(x)
 
-    def _loader(self, split: str, positions: list[Tensor] | tuple[Tensor, ...]) -> DataLoader:
-        """A DataLoader that yields exactly these batches (positions within `split`), in this order."""
+    def _loader(self, split: str, positions: list[Tensor] | tuple[Tensor, ...]) -> Iterator[tuple[Tensor, Tensor]]:
+        """Exactly these batches (positions within `split`), in this order, decoded by the workers.
+
+        One DataLoader per split keeps its workers between passes (`persistent_workers`): starting them each
+        epoch costs a fork per worker here and a fresh Python that imports torch per worker where processes
+        spawn (macOS, Windows). A pass that starts while the split's previous one is still being read (the
+        train split evaluated inside a training epoch) gets a loader of its own.
+        """
         ds, idx = self.parts[split]
         batches = [idx[p].tolist() for p in positions]  # positions in the split -> indices in the folder
-        return DataLoader(
-            ds, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
-        )
+        kept = self._loaders.get(split)
+        if self.num_workers == 0 or split in self._reading:
+            loader = DataLoader(
+                ds, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
+            )
+            yield from loader
+            return
+        if kept is None:
+            kept = self._loaders[split] = DataLoader(
+                ds, batch_sampler=BatchPlan(), num_workers=self.num_workers, persistent_workers=True,
+                pin_memory=self.device.type == "cuda",
+            )
+        kept.batch_sampler.batches = batches  # before iter(): the workers are handed the first batches there
+        self._reading.add(split)
+        try:
+            yield from kept
+        finally:
+            self._reading.discard(split)
 
     # ---- shape facts --------------------------------------------------------------------------
     @property
