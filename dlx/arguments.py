@@ -1,5 +1,6 @@
-"""Types of the group arguments (model.*, data.*, optimizer.*, ...), checked against the signature of their
-`_target_` before anything is built.
+"""The `_target_`s of a config and their arguments, checked before anything is built: every target must start
+with an allowed prefix (dlx., torch., torchvision., or one the user trusts in `allowed_targets`), and the group
+arguments (model.*, data.*, optimizer.*, ...) must fit the annotations of their target's signature.
 
 The root and trainer keys have a structured schema (dlx.config); the groups vary by choice, so their types
 come from the constructors' annotations: `model.width=abc` fails with the key named and the type it needs,
@@ -18,11 +19,25 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlx.errors import ConfigError
 
+ALLOWED_PREFIXES = ("dlx.", "torch.", "torchvision.")
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse any `_target_` outside dlx, torch, torchvision and `allowed_targets` (nothing is imported here)."""
+    allowed = ALLOWED_PREFIXES + tuple(p.rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
+    for path, node in target_nodes(cfg, ""):
+        target = str(node._target_)
+        if not target.startswith(allowed):
+            raise ConfigError(
+                f"{path}._target_", target,
+                f"targets must start with {', '.join(allowed)} (add a prefix to allowed_targets to trust it)",
+            )
+
 
 def check_arguments(cfg: DictConfig) -> None:
     """Raise ConfigError for the first group argument whose value its target's annotation refuses.
 
-    Call after `dlx.build.check_targets`: only allowlisted targets are imported here.
+    Call after `check_targets`: only allowlisted targets are imported here.
     """
     # Data first: model and loss arguments interpolate from it (${data.num_classes}).
     for path, node in sorted(target_nodes(cfg, ""), key=lambda item: item[0].split(".")[0] != "data"):

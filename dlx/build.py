@@ -6,7 +6,6 @@ not exist fails here with the key named.
 """
 
 import functools
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,32 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from dlx.arguments import check_targets  # noqa: F401 - build.check_targets, used by the commands
 from dlx.errors import ConfigError, DlxError
 
-ALLOWED_PREFIXES = ("dlx.", "torch.", "torchvision.")
 # Keys a data config declares (for models to interpolate) rather than passes to its constructor.
 DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")
-
-
-def _targets(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, DictConfig):
-        for key in node.keys():
-            child = node._get_node(key)
-            if key == "_target_":
-                yield path, str(node[key])
-            elif isinstance(child, DictConfig):
-                yield from _targets(child, f"{path}.{key}" if path else str(key))
-
-
-def check_targets(cfg: DictConfig) -> None:
-    """Refuse any `_target_` outside dlx, torch, torchvision and `allowed_targets`."""
-    allowed = ALLOWED_PREFIXES + tuple(p.rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
-    for path, target in _targets(cfg, ""):
-        if not target.startswith(allowed):
-            raise ConfigError(
-                f"{path}._target_", target,
-                f"targets must start with {', '.join(allowed)} (add a prefix to allowed_targets to trust it)",
-            )
 
 
 def create(node: DictConfig, key: str, **extra: Any) -> Any:

@@ -303,11 +303,10 @@ def _default_keys() -> DictConfig:
 def check_config(cfg: DictConfig) -> None:
     """Everything that must hold before a run starts: root and trainer values, the `_target_` allowlist,
     then the group arguments' types (from their targets' signatures) and ranges."""
-    from dlx.arguments import check_arguments
-    from dlx.build import check_targets
+    from dlx.arguments import check_arguments, check_targets
 
-    validate(cfg)
-    check_targets(cfg)  # before check_arguments imports any target
+    validate(cfg)  # these two import nothing heavy: a typo in a trainer key or a target fails in a blink
+    check_targets(cfg)  # before check_arguments imports any target (and torch with it)
     check_arguments(cfg)
     _validate_groups(cfg)
 
