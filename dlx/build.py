@@ -6,6 +6,7 @@ not exist fails here with the key named.
 """
 
 import functools
+import re
 from typing import Any
 
 import torch
@@ -32,11 +33,27 @@ def create(node: DictConfig, key: str, **extra: Any) -> Any:
             raise cause from None
         lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
         msg = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else type(cause).__name__)
+        argument = _named_argument(cause, node)
+        if argument is not None:  # a constructor's ValueError names its argument: report it as the config key
+            raise ConfigError(f"{key}.{argument}", OmegaConf.select(node, argument), _reason(str(cause))) from None
         if isinstance(cause, TypeError) and "unexpected keyword argument" in msg:
             bad = msg.split("'")[-2]
             value = OmegaConf.select(node, bad)
             raise ConfigError(f"{key}.{bad}", value, f"{node._target_} takes no such argument") from None
         raise DlxError(f"{key}: cannot build {node.get('_target_')}: {msg}") from None
+
+
+def _named_argument(error: BaseException, node: DictConfig) -> str | None:
+    """The constructor argument a ValueError names, as torchvision's do ("depth=21 is not allowed: ..."), if any."""
+    match = re.match(r"([A-Za-z_]\w*)=", str(error))
+    if isinstance(error, ValueError) and match and match.group(1) in node:
+        return match.group(1)
+    return None
+
+
+def _reason(message: str) -> str:
+    """What is allowed, from a "name=value is not allowed: reason" message; the message itself otherwise."""
+    return message.split(" is not allowed: ", 1)[-1].splitlines()[0]
 
 
 def build_data(cfg: DictConfig, device: torch.device):  # noqa: ANN201 - a data module

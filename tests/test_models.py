@@ -20,6 +20,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
+import dlx.build
 import dlx.resolvers
 from dlx.errors import ConfigError
 
@@ -154,7 +155,19 @@ VARIANTS = [
     ("resnet", {**IMAGENET, "num_classes": 10}, {"arch": "imagenet", "depth": 18}),
     ("plain", DIGITS, {"preact": True}),
     ("alexnet", {**IMAGENET, "channels": 1, "num_classes": 10}, {}),
-    ("vgg", MNIST, {"cfg": "A", "batch_norm": False}),
+    ("vgg", MNIST, {"cfg": "A", "norm": "none"}),
+    ("vgg", DIGITS, {"cfg": "A-LRN", "norm": "none"}),
+    ("vgg", CIFAR100, {"cfg": "C", "norm": "group"}),
+    ("resnet", DIGITS, {"norm": "layer", "stochastic_depth": 0.0}),
+    ("resnet", DIGITS, {"norm": "group", "preact": True, "shortcut": "B"}),
+    ("resnet", DIGITS, {"norm": "instance"}),
+    ("resnet", DIGITS, {"norm": "none", "block": "bottleneck", "depth": 11}),
+    ("resnet", DIGITS, {"arch": "imagenet", "depth": 18, "norm": "group"}),
+    ("plain", DIGITS, {"norm": "group"}),
+    ("alexnet", CIFAR100, {"lrn": True}),
+    ("alexnet", DIGITS, {"lrn": True, "norm": "batch"}),
+    ("lenet", MNIST, {"norm": "batch"}),
+    ("lenet", DIGITS, {"norm": "group", "activation": "relu"}),
     ("googlenet", DIGITS, {"aux_logits": True}),
     ("googlenet", {**IMAGENET, "num_classes": 10}, {}),
     ("fractalnet", DIGITS, {"columns": 4, "width": 8, "block_dropout": 0.4, **FRACTAL_ALL_PATHS}),
@@ -205,12 +218,66 @@ def test_cifar_resnet_parameter_counts(depth: int, published: float):
 def test_imagenet_parameter_counts_match_torchvision():
     assert count("resnet", IMAGENET, arch="imagenet", depth=18) == tv_count(torchvision.models.resnet18) == 11_689_512
     assert count("resnet", IMAGENET, arch="imagenet", depth=50) == tv_count(torchvision.models.resnet50) == 25_557_032
-    assert count("vgg", IMAGENET, cfg="D", batch_norm=False) == tv_count(torchvision.models.vgg16) == 138_357_544
+    assert count("vgg", IMAGENET, cfg="D", norm="none") == tv_count(torchvision.models.vgg16) == 138_357_544
     assert count("alexnet", IMAGENET) == tv_count(torchvision.models.alexnet) == 61_100_840
     assert count("mobilenet", IMAGENET) == 4_231_976  # the paper's 4.2M (Keras' trainable count)
     # torchvision's 6.6M has a 3x3 where the paper has the 5x5 branch: 16 more weights per kernel here.
     tv_googlenet = partial(torchvision.models.googlenet, aux_logits=False, init_weights=True)
     assert count("googlenet", IMAGENET) == tv_count(tv_googlenet) + 16 * 23_808 == 7_005_832
+
+
+def test_vgg_parameter_counts_match_the_paper_and_torchvision():
+    # The paper's Table 2: 133, 133, 133, 134, 138, 144 million for A, A-LRN, B, C, D, E.
+    counts = {cfg: count("vgg", IMAGENET, cfg=cfg, norm="none") for cfg in ("A", "A-LRN", "B", "C", "D", "E")}
+    assert counts["A"] == tv_count(torchvision.models.vgg11) == counts["A-LRN"]  # LRN has no parameters
+    assert counts["B"] == tv_count(torchvision.models.vgg13)
+    assert counts["E"] == tv_count(torchvision.models.vgg19)
+    # C = B + 1x1 convs 256->256, 512->512, 512->512 (weights and biases)
+    assert counts["C"] == counts["B"] + (256 * 256 + 256) + 2 * (512 * 512 + 512)
+    paper = {"A": 133e6, "A-LRN": 133e6, "B": 133e6, "C": 134e6, "D": 138e6, "E": 144e6}
+    assert all(round(counts[c] / 1e6) == round(paper[c] / 1e6) for c in paper), counts
+    assert count("vgg", IMAGENET, cfg="D", norm="batch") == tv_count(torchvision.models.vgg16_bn)
+
+
+def test_vgg_configurations_have_the_papers_layers():
+    def convs(cfg: str) -> list[int]:
+        model = build("vgg", CIFAR10, cfg=cfg, norm="none")
+        return [m.kernel_size[0] for m in model.features if isinstance(m, nn.Conv2d)]
+
+    assert [len(convs(c)) for c in ("A", "B", "C", "D", "E")] == [8, 10, 13, 13, 16]
+    assert convs("C").count(1) == 3 and convs("D").count(1) == 0
+    lrn = [m for m in build("vgg", CIFAR10, cfg="A-LRN").features if isinstance(m, nn.LocalResponseNorm)]
+    assert [(m.size, m.alpha, m.beta, m.k) for m in lrn] == [(5, 1e-4, 0.75, 2.0)]
+
+
+def test_alexnet_lrn_follows_the_first_two_convs():
+    model = build("alexnet", {**IMAGENET, "num_classes": 10}, lrn=True)
+    kinds = [type(m).__name__ for m in model.features]
+    # the paper's Sec. 3.3-3.5: conv -> ReLU -> LRN -> max pool, twice; then three convs without LRN
+    assert kinds[:8] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"] * 2
+    assert kinds.count("LocalResponseNorm") == 2
+    lrn = model.features[2]
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, 1e-4, 0.75, 2.0)
+    assert count("alexnet", IMAGENET, lrn=True) == tv_count(torchvision.models.alexnet)
+
+
+@pytest.mark.parametrize(
+    ("norm", "layer"),
+    [("batch", nn.BatchNorm2d), ("layer", nn.GroupNorm), ("group", nn.GroupNorm), ("instance", nn.InstanceNorm2d)],
+)
+def test_norm_choice_reaches_every_conv(norm: str, layer: type):
+    model = build("resnet", CIFAR10, norm=norm)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if type(m) is layer]
+    assert len(norms) == len(convs) == 19  # ResNet-20: stem + 18 block convs, each followed by its norm
+    if norm == "layer":
+        assert all(m.num_groups == 1 for m in norms)
+    if norm == "group":  # 16-channel maps: 8 groups of 2; 32 -> 16 groups; 64 -> Wu & He's 32
+        assert sorted({(m.num_channels, m.num_groups) for m in norms}) == [(16, 8), (32, 16), (64, 32)]
+    none = build("resnet", CIFAR10, norm="none")
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) for m in none.modules())
+    # torchvision's ResNet takes it as norm_layer: same parameter count for every affine norm
+    assert count("resnet", IMAGENET, arch="imagenet", depth=18, norm=norm) == 11_689_512
 
 
 def test_lenet5_parameter_count():
@@ -221,7 +288,29 @@ def test_lenet5_parameter_count():
 # ---- behaviour the lectures rely on ----------------------------------------------------------------
 
 
-def test_stochastic_depth_drops_blocks_in_training_only():
+def _block_outputs(inverted: bool) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """20 training-mode outputs of one basic block with drop probability 0.5, its identity and its branch."""
+    from dlx.models.resnet import ResidualBlock
+
+    torch.manual_seed(0)
+    block = ResidualBlock(16, 16, 1, "basic", False, True, "A", 0.5, inverted=inverted).train()
+    x = torch.randn(4, 16, 8, 8)
+    with torch.no_grad():
+        branch = block.branch(x)  # BN in training mode: batch statistics, the same on every call
+        return [block(x) for _ in range(20)], x, branch
+
+
+def test_stochastic_depth_trains_kept_branches_unscaled_as_in_the_paper():
+    outs, x, branch = _block_outputs(inverted=False)
+    dropped, kept = torch.relu(x), torch.relu(x + branch)  # H_l = ReLU(b_l f_l(H_{l-1}) + id(H_{l-1}))
+    assert all(torch.equal(o, dropped) or torch.allclose(o, kept) for o in outs)
+    assert any(torch.equal(o, dropped) for o in outs) and any(torch.allclose(o, kept) for o in outs)
+    # the inverted form (named so) scales a kept branch by 1 / p_l = 2 instead
+    outs, x, branch = _block_outputs(inverted=True)
+    assert all(torch.equal(o, torch.relu(x)) or torch.allclose(o, torch.relu(x + 2 * branch)) for o in outs)
+
+
+def test_stochastic_depth_scales_branches_by_survival_at_test_time():
     torch.manual_seed(0)
     model = build("resnet", CIFAR10, stochastic_depth=0.5)
     x = torch.randn(4, 3, 32, 32)
@@ -232,11 +321,25 @@ def test_stochastic_depth_drops_blocks_in_training_only():
         model.eval()
         out = model(x)
         assert torch.equal(out, model(x))
-        # Eval is the plain sum of every block (inverted scaling in training): the same weights without
-        # stochastic depth give the same output.
+        # Test rule of Huang et al. (Eq. 5): H_l = ReLU(p_l f_l(H_{l-1}) + H_{l-1}). The same weights without
+        # stochastic depth, with each branch's last BN scaled by p_l (so its output is p_l f_l), agree.
         full = build("resnet", CIFAR10)
         full.load_state_dict(model.state_dict())
+        survivals = []
+        for ours, theirs in zip(model.features.modules(), full.features.modules(), strict=True):
+            if type(ours).__name__ == "ResidualBlock":
+                survivals.append(1 - ours.drop_prob)
+                theirs.branch[-1].weight.mul_(survivals[-1])
+                theirs.branch[-1].bias.mul_(survivals[-1])
+        # ResNet-20: 9 blocks, survival decaying linearly to p_L = 0.5
+        assert survivals[0] == pytest.approx(1 - 0.5 / 9) and survivals[-1] == 0.5
         torch.testing.assert_close(full.eval()(x), out)
+        # The inverted form evaluates the plain sum of every block.
+        inverted = build("resnet", CIFAR10, stochastic_depth=0.5, stochastic_depth_mode="inverted")
+        inverted.load_state_dict(model.state_dict())
+        plain = build("resnet", CIFAR10)
+        plain.load_state_dict(model.state_dict())
+        torch.testing.assert_close(inverted.eval()(x), plain.eval()(x))
 
 
 def test_a_dropped_preact_block_computes_nothing_but_its_shortcut():
@@ -358,10 +461,22 @@ def test_bidirectional_summary_reads_the_whole_sequence_both_ways():
         ("dilated", CIFAR10, {"dilations": [1, 0]}, "model.dilations"),
         ("lstm", PARITY, {"cell": "transformer"}, "model.cell"),
         ("alexnet", CIFAR10, {"dropout": 1.0}, "model.dropout"),
+        ("alexnet", CIFAR10, {"norm": "batchnorm"}, "model.norm"),
+        ("vgg", CIFAR10, {"norm": "weight"}, "model.norm"),
+        ("resnet", CIFAR10, {"stochastic_depth_mode": "row"}, "model.stochastic_depth_mode"),
+        ("lenet", DIGITS, {"norm": "local"}, "model.norm"),
+        ("googlenet", CIFAR10, {"dropout_aux": 1.0}, "model.dropout_aux"),
     ],
 )
 def test_bad_values_name_the_key(name: str, data: dict, overrides: dict, key: str):
-    with pytest.raises(InstantiationException) as err:  # Hydra wraps it; dlx.build unwraps the cause
+    # A model raises an ordinary ValueError that names its argument, as torchvision's do ...
+    with pytest.raises(InstantiationException) as err:  # Hydra wraps it
         build(name, data, **overrides)
     cause = err.value.__cause__
-    assert isinstance(cause, ConfigError) and cause.key == key, cause
+    assert isinstance(cause, ValueError) and str(cause).startswith(key.removeprefix("model.") + "="), cause
+    # ... and dlx.build reports it as the config key, in one line (the CLI's exit 2).
+    dlx.resolvers.register()
+    cfg = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(CONF / f"{name}.yaml")}, {"model": overrides})
+    with pytest.raises(ConfigError) as err:
+        dlx.build.create(cfg.model, "model")
+    assert err.value.key == key and "\n" not in str(err.value), err.value

@@ -14,8 +14,6 @@ work), frozen BN scales and the separate bias learning rate.
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 POOLS = {"max": nn.AdaptiveMaxPool2d, "avg": nn.AdaptiveAvgPool2d}
 
 
@@ -85,17 +83,23 @@ class Airbench(nn.Module):
         super().__init__()
         widths = tuple(widths)
         if len(widths) != 3 or min(widths) < 1:
-            raise ConfigError("model.widths", list(widths), "three positive channel counts, e.g. [64, 256, 256]")
+            raise ValueError(
+                f"widths={list(widths)!r} is not allowed: "
+                "three positive channel counts, e.g. [64, 256, 256]"
+            )
         if stem_width < 1:
-            raise ConfigError("model.stem_width", stem_width, "a positive channel count")
+            raise ValueError(f"stem_width={stem_width!r} is not allowed: a positive channel count")
         if image_size < 8:
-            raise ConfigError("model.image_size", image_size, "three 2x2 poolings need inputs of at least 8x8")
+            raise ValueError(
+                f"image_size={image_size!r} is not allowed: "
+                "three 2x2 poolings need inputs of at least 8x8"
+            )
         if not 0 < bn_momentum <= 1:
-            raise ConfigError("model.bn_momentum", bn_momentum, "a momentum in (0, 1]")
+            raise ValueError(f"bn_momentum={bn_momentum!r} is not allowed: a momentum in (0, 1]")
         if pool not in POOLS:
-            raise ConfigError("model.pool", pool, f"choose one of {', '.join(POOLS)}")
+            raise ValueError(f"pool={pool!r} is not allowed: choose one of {', '.join(POOLS)}")
         if logit_scale <= 0:
-            raise ConfigError("model.logit_scale", logit_scale, "a positive factor")
+            raise ValueError(f"logit_scale={logit_scale!r} is not allowed: a positive factor")
         self.features = nn.Sequential(
             conv3x3(in_channels, stem_width, bias=True),  # (B, stem_width, H, W)
             nn.GELU(),

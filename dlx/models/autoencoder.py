@@ -18,7 +18,6 @@ pair at a time (dlx.tasks.stacked).
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
 from dlx.models.mlp import make_activation
 
 ARCHS = ("mlp", "conv")
@@ -66,11 +65,14 @@ class ConvDecoder(nn.Module):
 
 def check_common(arch: str, in_channels: int, image_size: int, code_size: int) -> None:
     if arch not in ARCHS:
-        raise ConfigError("model.arch", arch, f"choose one of {', '.join(ARCHS)}")
+        raise ValueError(f"arch={arch!r} is not allowed: choose one of {', '.join(ARCHS)}")
     if code_size < 1:
-        raise ConfigError("model.code_size", code_size, "must be >= 1")
+        raise ValueError(f"code_size={code_size!r} is not allowed: must be >= 1")
     if image_size < 1 or in_channels < 1:
-        raise ConfigError("model.image_size", image_size, "needs image data (channels and size from the data)")
+        raise ValueError(
+            f"image_size={image_size!r} is not allowed: "
+            "needs image data (channels and size from the data)"
+        )
 
 
 class Autoencoder(nn.Module):

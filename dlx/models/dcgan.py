@@ -13,8 +13,6 @@ Images are in [-1, 1] (tanh); the GAN task maps pixels to that range.
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 
 def plan(image_size: int, max_doublings: int = 4) -> tuple[int, int]:
     """(s0, n): the generator's first side and its number of stride-2 doublings, s0 * 2**n == image_size."""
@@ -96,10 +94,10 @@ class DCGAN(nn.Module):
     def __init__(self, in_channels: int, image_size: int, latent_dim: int = 100, width: int = 64):
         super().__init__()
         if image_size < 4:
-            raise ConfigError("model.image_size", image_size, "DCGAN needs images of at least 4x4")
+            raise ValueError(f"image_size={image_size!r} is not allowed: DCGAN needs images of at least 4x4")
         if latent_dim < 1 or width < 1:
-            raise ConfigError("model.latent_dim" if latent_dim < 1 else "model.width",
-                              latent_dim if latent_dim < 1 else width, "must be >= 1")
+            key, value = ("latent_dim", latent_dim) if latent_dim < 1 else ("width", width)
+            raise ValueError(f"{key}={value!r} is not allowed: must be >= 1")
         self.latent_dim = latent_dim
         self.generator = Generator(in_channels, image_size, latent_dim, width)
         self.discriminator = Discriminator(in_channels, image_size, width)

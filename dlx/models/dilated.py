@@ -18,8 +18,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 CONTEXT_SIZE = 32  # the front-end downsamples larger inputs to at most this side
 
 
@@ -76,12 +74,15 @@ class ContextNet(nn.Module):
     ):
         super().__init__()
         if width < 1:
-            raise ConfigError("model.width", width, ">= 1")
+            raise ValueError(f"width={width!r} is not allowed: >= 1")
         dilations = list(dilations)
         if not dilations or any(not isinstance(d, int) or d < 1 for d in dilations):
-            raise ConfigError("model.dilations", dilations, "a non-empty list of positive integers, e.g. [1, 1, 2, 4]")
+            raise ValueError(
+                f"dilations={dilations!r} is not allowed: "
+                "a non-empty list of positive integers, e.g. [1, 1, 2, 4]"
+            )
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
         front, size = [conv_bn_relu(in_channels, width)], image_size
         while size > CONTEXT_SIZE:  # stride-2 3x3 conv with padding 1: ceil(size / 2)
             front.append(conv_bn_relu(width, width, stride=2))

@@ -13,7 +13,6 @@ learned, as in the paper. Every upsampling is given the exact target size, so od
 import torch
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
 from dlx.models.segnet import conv_block, segmentation_classes
 
 
@@ -53,7 +52,7 @@ class FCN(nn.Module):
         super().__init__()
         widths = list(widths) if widths is not None else [32, 64, 128]
         if not widths or convs < 1:
-            raise ConfigError("model.widths", widths, "needs at least one stage and convs >= 1")
+            raise ValueError(f"widths={widths!r} is not allowed: needs at least one stage and convs >= 1")
         k = self.num_outputs = segmentation_classes(num_classes, background)
         chans = [in_channels, *widths]
         self.stages = nn.ModuleList(conv_block(a, b, convs) for a, b in zip(chans[:-1], chans[1:], strict=True))

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 RECALIBRATION_BATCHES = 8  # training batches kept for recalibrate(): 1024 images at batch 128
 
 
@@ -143,7 +141,7 @@ class FractalNet(nn.Module):
         super().__init__()
         for key, value in (("columns", columns), ("blocks", blocks), ("width", width)):
             if value < 1:
-                raise ConfigError(f"model.{key}", value, ">= 1")
+                raise ValueError(f"{key}={value!r} is not allowed: >= 1")
         for key, p in (
             ("block_dropout", block_dropout),
             ("drop_path_local", drop_path_local),
@@ -151,7 +149,7 @@ class FractalNet(nn.Module):
             ("dropout", dropout),
         ):
             if not 0 <= p < 1:
-                raise ConfigError(f"model.{key}", p, "a probability in [0, 1)")
+                raise ValueError(f"{key}={p!r} is not allowed: a probability in [0, 1)")
         fractal_blocks, pools, channels, size = [], [], in_channels, image_size
         for b in range(blocks):
             out = min(width * 2**b, 8 * width)

@@ -24,8 +24,6 @@ from torchvision.models.googlenet import BasicConv2d, InceptionAux
 from torchvision.models.googlenet import GoogLeNet as TorchvisionGoogLeNet
 from torchvision.models.googlenet import Inception as TorchvisionInception
 
-from dlx.errors import ConfigError
-
 SMALL_SIZE = 64  # below this the stem keeps the resolution (3x3/1 conv, no first max pool)
 _LAYERS = (
     "conv1", "maxpool1", "conv2", "conv3", "maxpool2",
@@ -76,9 +74,9 @@ class GoogLeNet(nn.Module):
         dropout_aux: float = 0.7,
     ):
         super().__init__()
-        for key, p in (("model.dropout", dropout), ("model.dropout_aux", dropout_aux)):
+        for key, p in (("dropout", dropout), ("dropout_aux", dropout_aux)):
             if not 0 <= p < 1:
-                raise ConfigError(key, p, "a probability in [0, 1)")
+                raise ValueError(f"{key}={p!r} is not allowed: a probability in [0, 1)")
         net = TorchvisionGoogLeNet(
             num_classes=num_classes,
             aux_logits=aux_logits,

@@ -8,12 +8,13 @@ LeNets pad 28x28 to 32x32:
   - conv2 is padded when its input map is below 10 (digits 8 -> 8 -> 4 -> 4 -> 2), so the last map
     is never empty.
 32x32 and larger are unpadded (32 -> 28 -> 14 -> 10 -> 5: the paper's 16x5x5); the first fc layer
-takes whatever map the input gives (16x53x53 at 224).
+takes whatever map the input gives (16x53x53 at 224). `norm` adds a normalization layer after each conv
+(dlx.models.norm; the paper has none).
 """
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
+from dlx.models.norm import check_norm, norm2d
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -22,6 +23,12 @@ _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 def _conv_padding(size: int, min_size: int) -> int:
     """Pad a 5x5 conv by 2 (keeping the size) when its input is below `min_size`, else none."""
     return 2 if size < min_size else 0
+
+
+def _conv(c_in: int, c_out: int, padding: int, norm: str, act: type[nn.Module]) -> list[nn.Module]:
+    """A 5x5 conv, its normalization layer (none: left out), its activation."""
+    norm_layer = [] if norm == "none" else [norm2d(norm, c_out)]
+    return [nn.Conv2d(c_in, c_out, kernel_size=5, padding=padding), *norm_layer, act()]
 
 
 class LeNet(nn.Module):
@@ -34,6 +41,7 @@ class LeNet(nn.Module):
         activation: tanh (the paper's squashing function) or relu.
         pool: avg (the paper's subsampling) or max.
         dropout: drop probability before each fully connected layer after the first (0 in the paper).
+        norm: normalization after each conv: none (the paper), batch, layer, group or instance.
     """
 
     def __init__(
@@ -44,26 +52,27 @@ class LeNet(nn.Module):
         activation: str = "tanh",
         pool: str = "avg",
         dropout: float = 0.0,
+        norm: str = "none",
     ):
         super().__init__()
+        check_norm(norm)
         if activation not in _ACTIVATIONS:
-            raise ConfigError("model.activation", activation, f"choose one of {', '.join(_ACTIVATIONS)}")
+            raise ValueError(f"activation={activation!r} is not allowed: choose one of {', '.join(_ACTIVATIONS)}")
         if pool not in _POOLS:
-            raise ConfigError("model.pool", pool, f"choose one of {', '.join(_POOLS)}")
+            raise ValueError(f"pool={pool!r} is not allowed: choose one of {', '.join(_POOLS)}")
         if image_size < 4:
-            raise ConfigError("model.image_size", image_size, "LeNet needs inputs of at least 4x4")
+            raise ValueError(f"image_size={image_size!r} is not allowed: LeNet needs inputs of at least 4x4")
         act, pool_layer = _ACTIVATIONS[activation], _POOLS[pool]
 
         pad1 = _conv_padding(image_size, 32)
         size = (image_size + 2 * pad1 - 4) // 2  # after conv1 and pool
         pad2 = _conv_padding(size, 10)
         size = (size + 2 * pad2 - 4) // 2  # after conv2 and pool
+        # conv -> [norm] -> activation -> pool; without a norm the layer indices are those of the plain net
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad1),  # C1: (B, 6, H', W')
-            act(),
+            *_conv(in_channels, 6, pad1, norm, act),  # C1: (B, 6, H', W')
             pool_layer(2),  # S2
-            nn.Conv2d(6, 16, kernel_size=5, padding=pad2),  # C3
-            act(),
+            *_conv(6, 16, pad2, norm, act),  # C3
             pool_layer(2),  # S4: (B, 16, size, size)
         )
         self.classifier = nn.Sequential(

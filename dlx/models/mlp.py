@@ -10,8 +10,6 @@ hidden layer changes the width (in_features -> width), so it cannot have an iden
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -25,16 +23,16 @@ ACTIVATIONS = {
 ACTIVATION_NAMES = (*ACTIVATIONS, "maxout")
 
 
-def make_activation(name: str, key: str = "model.activation", num_features: int = 1) -> nn.Module:
+def make_activation(name: str, key: str = "activation", num_features: int = 1) -> nn.Module:
     """Build an elementwise activation module by its lecture name.
 
     Args:
         name: one of `ACTIVATIONS`.
-        key: config key named in the error for an unknown name.
+        key: argument named in the error for an unknown name.
         num_features: learned slopes of PReLU, one per unit/channel (He et al. 2015); ignored otherwise.
     """
     if name not in ACTIVATIONS:
-        raise ConfigError(key, name, f"choose one of {', '.join(ACTIVATIONS)}")
+        raise ValueError(f"{key}={name!r} is not allowed: choose one of {', '.join(ACTIVATIONS)}")
     if name == "prelu":
         return nn.PReLU(num_features)
     return ACTIVATIONS[name]()
@@ -114,17 +112,17 @@ class MLP(nn.Module):
     ):
         super().__init__()
         if activation not in ACTIVATION_NAMES:
-            raise ConfigError("model.activation", activation, f"choose one of {', '.join(ACTIVATION_NAMES)}")
+            raise ValueError(f"activation={activation!r} is not allowed: choose one of {', '.join(ACTIVATION_NAMES)}")
         if depth < 0:
-            raise ConfigError("model.depth", depth, "number of hidden layers, >= 0")
+            raise ValueError(f"depth={depth!r} is not allowed: number of hidden layers, >= 0")
         if width < 1:
-            raise ConfigError("model.width", width, "units per hidden layer, >= 1")
+            raise ValueError(f"width={width!r} is not allowed: units per hidden layer, >= 1")
         if widths is not None and not all(isinstance(w, int) and w >= 1 for w in widths):
-            raise ConfigError("model.widths", list(widths), "a list of units per hidden layer, each >= 1")
+            raise ValueError(f"widths={list(widths)!r} is not allowed: a list of units per hidden layer, each >= 1")
         if activation == "maxout" and pieces < 2:
-            raise ConfigError("model.pieces", pieces, "maxout needs at least 2 linear pieces per unit")
+            raise ValueError(f"pieces={pieces!r} is not allowed: maxout needs at least 2 linear pieces per unit")
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
         layers: list[nn.Module] = [nn.Flatten()]  # (B, ...) -> (B, in_features)
         fan_in = in_features
         for units in [width] * depth if widths is None else widths:

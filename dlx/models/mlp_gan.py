@@ -6,8 +6,6 @@
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 
 class MLPGAN(nn.Module):
     """Generator and discriminator MLPs; the GAN task gives each its own optimizer.
@@ -27,9 +25,9 @@ class MLPGAN(nn.Module):
         super().__init__()
         hidden = list(hidden) if hidden is not None else [512, 256]
         if not hidden or min(hidden) < 1:
-            raise ConfigError("model.hidden", hidden, "needs at least one hidden width >= 1")
+            raise ValueError(f"hidden={hidden!r} is not allowed: needs at least one hidden width >= 1")
         if latent_dim < 1:
-            raise ConfigError("model.latent_dim", latent_dim, "must be >= 1")
+            raise ValueError(f"latent_dim={latent_dim!r} is not allowed: must be >= 1")
         self.latent_dim = latent_dim
         shape = (in_channels, image_size, image_size)
         d = in_channels * image_size * image_size

@@ -14,8 +14,6 @@ input size empties a map (digits 8x8 ends in 1x1).
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 # (output channels, stride) of the 13 depthwise-separable layers.
 LAYERS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
 SMALL_SIZE = 64  # below this the stem keeps the resolution
@@ -63,9 +61,12 @@ class MobileNet(nn.Module):
     ):
         super().__init__()
         if width_mult <= 0:
-            raise ConfigError("model.width_mult", width_mult, "a positive width multiplier (1.0, 0.75, 0.5, 0.25)")
+            raise ValueError(
+                f"width_mult={width_mult!r} is not allowed: "
+                "a positive width multiplier (1.0, 0.75, 0.5, 0.25)"
+            )
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
 
         def channels(c: int) -> int:
             return max(8, int(c * width_mult))

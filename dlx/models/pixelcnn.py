@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 
 def colour_group(index: int, channels: int, colours: int) -> int:
     """Which colour (0..colours-1) channel `index` of a `channels`-wide layer belongs to (contiguous groups)."""
@@ -87,11 +85,11 @@ class PixelCNN(nn.Module):
     def __init__(self, in_channels: int, levels: int = 256, width: int = 64, layers: int = 5, first_kernel: int = 7):
         super().__init__()
         if levels < 2:
-            raise ConfigError("model.levels", levels, "must be >= 2 (256 for 8-bit pixels, 2 for binary)")
+            raise ValueError(f"levels={levels!r} is not allowed: must be >= 2 (256 for 8-bit pixels, 2 for binary)")
         if first_kernel < 3 or first_kernel % 2 == 0:
-            raise ConfigError("model.first_kernel", first_kernel, "must be odd and >= 3")
+            raise ValueError(f"first_kernel={first_kernel!r} is not allowed: must be odd and >= 3")
         if width < in_channels:
-            raise ConfigError("model.width", width, f"must be >= the {in_channels} colour channels")
+            raise ValueError(f"width={width!r} is not allowed: must be >= the {in_channels} colour channels")
         c = self.colours = in_channels
         self.levels = levels
         self.net = nn.Sequential(

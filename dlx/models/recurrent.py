@@ -12,8 +12,6 @@ padding the backward direction reads the padding last; zero vectors only leave t
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -43,12 +41,12 @@ class RecurrentNet(nn.Module):
     ):
         super().__init__()
         if cell not in CELLS:
-            raise ConfigError("model.cell", cell, f"choose one of {', '.join(CELLS)}")
+            raise ValueError(f"cell={cell!r} is not allowed: choose one of {', '.join(CELLS)}")
         for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
             if value < 1:
-                raise ConfigError(f"model.{key}", value, ">= 1")
+                raise ValueError(f"{key}={value!r} is not allowed: >= 1")
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
         self.directions = 2 if bidirectional else 1
         self.rnn = CELLS[cell](
             input_size,

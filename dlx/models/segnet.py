@@ -11,8 +11,6 @@ FCN's skip connections. Odd sides unpool to the encoder's exact sizes.
 
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 
 def conv_block(c_in: int, c_out: int, convs: int) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -26,7 +24,10 @@ def segmentation_classes(num_classes: int, background: bool) -> int:
     """Output classes: the data's object classes, plus one for the background (mask value 0) when set."""
     k = num_classes + int(background)
     if k < 2:
-        raise ConfigError("model.num_classes", num_classes, "segmentation needs at least 2 classes with background")
+        raise ValueError(
+            f"num_classes={num_classes!r} is not allowed: "
+            "segmentation needs at least 2 classes with background"
+        )
     return k
 
 
@@ -48,7 +49,7 @@ class SegNet(nn.Module):
         super().__init__()
         widths = list(widths) if widths is not None else [32, 64, 128]
         if not widths or convs < 1:
-            raise ConfigError("model.widths", widths, "needs at least one stage and convs >= 1")
+            raise ValueError(f"widths={widths!r} is not allowed: needs at least one stage and convs >= 1")
         self.num_outputs = segmentation_classes(num_classes, background)
         chans = [in_channels, *widths]
         self.encoder = nn.ModuleList(conv_block(a, b, convs) for a, b in zip(chans[:-1], chans[1:], strict=True))
