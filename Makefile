@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-all lint bench bench-formats bench-lightning clean
+.PHONY: setup train test test-all lint bench bench-formats bench-lightning claims clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ bench-formats: $(STAMP)
 bench-lightning: $(STAMP)
 	$(BIN)/python -m pip install -q lightning torchmetrics $(TORCH)
 	$(BIN)/python benchmarks/bench_lightning.py
+
+# Reruns every lecture-claim preset (conf/experiment/*.yaml with a claim: block) with 3 seeds and rewrites
+# docs/claims.md, docs/claims.json and README's claims table from the measurements. A benchmark, not a test.
+claims: $(STAMP)
+	$(BIN)/dlx claims
 
 clean:
 	rm -rf $(VENV) build *.egg-info

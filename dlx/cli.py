@@ -30,6 +30,7 @@ COMMANDS = {
     "viz": ("dlx.analysis.viz", "look inside a trained net: dlx viz cam|filters|embed|eigen|... RUN_DIR"),
     "sample": ("dlx.sample", "images from a trained VAE or GAN: dlx sample RUN_DIR [--n 64] [--out FILE.png]"),
     "active": ("dlx.analysis.active", "active learning with MC-dropout acquisition: dlx active [overrides]"),
+    "claims": ("dlx.claims", "rerun the lecture-claim presets, check their criteria: dlx claims [NAME...] [--seeds 3]"),
 }
 
 USAGE = "usage: dlx COMMAND [ARGS]\n\ncommands:\n" + "\n".join(f"  {k:<8} {v[1]}" for k, v in COMMANDS.items())

@@ -92,6 +92,7 @@ class RootSchema:
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
     sweep: SweepSchema = field(default_factory=SweepSchema)
+    claim: Any = None  # a preset's lecture claim and its criterion, read by `dlx claims` (dlx/claims.py)
 
 
 def register_schema() -> None:

@@ -1,0 +1,92 @@
+"""`dlx claims`: a preset's claim block is checked on real runs and the table row is written from them."""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from dlx import claims
+from dlx.errors import ConfigError
+from tests.conftest import metrics_lines, run_dirs, run_dlx, summary
+
+STEPS = ["trainer.max_steps=70", "trainer.val_every=70"]  # the preset's checks read train/acc at steps 30 and 70
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dlx claims ce_vs_mse` end to end, 2 seeds, cut to 70 steps; README with the table markers."""
+    root = tmp_path_factory.mktemp("claims")
+    (root / "README.md").write_text(f"intro\n{claims.BEGIN}\nold table\n{claims.END}\nafter\n")
+    r = run_dlx("claims", "ce_vs_mse", "--seeds", "2", *STEPS, cwd=root, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root
+
+
+def acc_at(run_dir: Path, step: int) -> float:
+    return next(line["train/acc"] for line in metrics_lines(run_dir) if line["step"] == step and "train/acc" in line)
+
+
+def test_claims_row_is_written_from_the_runs(measured: Path):
+    runs = run_dirs(measured / "experiments" / "claims")
+    assert len(runs) == 4 and all(summary(r)["status"] == "completed" for r in runs)  # 2 losses x 2 seeds
+    by_loss = {"cross_entropy": [], "mse": []}
+    for r in runs:
+        by_loss[summary(r)["run_dir"].split("loss=")[1].split(",")[0]].append(r)
+    stored = json.loads((measured / "docs" / "claims.json").read_text())["ce_vs_mse"]
+    for check, step in zip(stored["checks"], (30, 70), strict=True):
+        ce = [acc_at(r, step) for r in by_loss["cross_entropy"]]
+        mse = [acc_at(r, step) for r in by_loss["mse"]]
+        assert check["left"]["mean"] == pytest.approx(statistics.fmean(ce))
+        assert check["left"]["std"] == pytest.approx(statistics.stdev(ce))
+        assert check["right"]["mean"] == pytest.approx(statistics.fmean(mse))
+        assert check["holds"] == (statistics.fmean(ce) > statistics.fmean(mse))
+    assert stored["holds"] == all(c["holds"] for c in stored["checks"])
+    assert stored["command"] == "dlx train -m experiment=ce_vs_mse seed=0,1 " + " ".join(STEPS)
+    report = (measured / "docs" / "claims.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| **ce_vs_mse**"))
+    assert f"{claims._num(stored['checks'][0]['left']['mean'])} ± " in row
+    assert ("**holds**" if stored["holds"] else "**fails**") in row and stored["machine"] in row
+    assert (measured / "docs" / "claims" / "ce_vs_mse.png").stat().st_size > 1000
+    # Rows never measured say so instead of carrying numbers.
+    assert "| **plain_vs_residual**:" in report and "not measured: never measured" in report
+    # README's table is the report's table, between the markers, the rest kept.
+    readme = (measured / "README.md").read_text()
+    table = report.split("\n\n")[2]
+    assert readme.startswith("intro\n") and readme.endswith("after\n") and "old table" not in readme
+    assert table in readme
+
+
+def test_a_claim_that_does_not_hold_says_so(measured: Path):
+    runs = next((measured / "experiments" / "claims").iterdir())
+    reversed_claim = claims.parse_claim("x", {"text": "squared error learns faster", "checks": [
+        {"metric": "train/acc", "step": 30, "left": {"loss": "mse"}, "op": ">", "right": {"loss": "cross_entropy"}},
+    ]})
+    forward = claims.measure(claims.load_claims(["ce_vs_mse"])[0], runs)
+    result = claims.measure(reversed_claim, runs)
+    assert result["holds"] != forward["checks"][0]["holds"]
+    absolute = claims.parse_claim("x", {"text": "t", "checks": [
+        {"metric": "test/acc", "left": {"loss": "mse"}, "op": "<", "right": 2.0, "times": 0.5}]})
+    check = claims.measure(absolute, runs)["checks"][0]
+    assert check["holds"] == (check["left"]["mean"] < 1.0) and math.isfinite(check["left"]["mean"])
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ({"text": "t", "checks": [{"metric": "m", "left": {"a": 1}, "op": "~", "right": 1}]}, "checks[0].op"),
+        ({"text": "t", "checks": [{"metric": "m", "left": {}, "op": ">", "right": 1}]}, "checks[0].left"),
+        ({"text": "t", "checks": [{"metric": "m", "left": {"a": 1}, "op": ">", "right": 1, "by": 2}]}, "checks[0]"),
+        ({"text": "t", "checks": []}, "claim (p.yaml)"),
+    ],
+)
+def test_bad_claim_blocks_name_the_key(block: dict, key: str):
+    with pytest.raises(ConfigError) as err:
+        claims.parse_claim("p", block)
+    assert err.value.key.endswith(key), err.value.key
+
+
+def test_every_claim_block_parses():
+    names = [c.name for c in claims.load_claims([])]
+    assert {"plain_vs_residual", "stochastic_depth", "fractal_droppath", "vanishing_gradient"} <= set(names)
