@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlx import faults
+from dlx import faults, rundir
 from dlx.errors import DlxError
 
 
@@ -24,7 +24,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically: temp file, flush, fsync, rename, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = rundir.tmp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
@@ -34,11 +34,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
+    rundir.fsync_dir(path.parent)  # make the rename itself durable
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

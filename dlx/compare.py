@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlx import rundir
 from dlx.errors import DlxError
 from dlx.runs import best_mode
 
@@ -37,10 +38,11 @@ class RunRecord:
     dir: Path
     overrides: dict[str, str]
     summary: dict[str, Any]
+    unreadable: rundir.Unreadable | None = None  # a damaged summary.json: counted, never dropped silently
 
     @property
     def status(self) -> str:
-        return str(self.summary.get("status", "?"))
+        return "unreadable" if self.unreadable else str(self.summary.get("status", "?"))
 
     @property
     def final(self) -> dict[str, float]:
@@ -98,10 +100,10 @@ def _add(seen: dict[Path, RunRecord], run_dir: Path, named_by: Path) -> None:
     if key in seen or not (run_dir / "summary.json").is_file():
         return
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    seen[key] = RunRecord(run_dir, read_overrides(named_by) or read_overrides(run_dir), summary)
+        summary, unreadable = rundir.read_summary(run_dir), None
+    except rundir.Unreadable as e:
+        summary, unreadable = {}, e
+    seen[key] = RunRecord(run_dir, read_overrides(named_by) or read_overrides(run_dir), summary, unreadable)
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -270,14 +272,7 @@ def write_markdown(title: str, header: list[str], rows: list[list[str]], note: s
 def curve(run_dir: Path, metric: str) -> dict[int, float]:
     """step -> value of `metric` from a run's metrics.jsonl."""
     out = {}
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written right now
+    for record in rundir.read_metrics(run_dir):  # a torn line (being written, or a crash) is skipped
         value = record.get(metric)
         if isinstance(value, int | float) and math.isfinite(value):
             out[int(record["step"])] = float(value)
@@ -340,6 +335,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     runs = find_runs(args.paths)
+    unreadable = [r.unreadable for r in runs if r.unreadable]
+    if unreadable:
+        print(f"dlx: warning: {rundir.unreadable_note(unreadable)}", file=sys.stderr)
     done = [r for r in runs if r.status == "completed"]
     others = defaultdict(int)
     for r in runs:

@@ -8,6 +8,7 @@ settings only (e.g. `trainer.epochs=20` to train longer); anything that changes 
 import argparse
 from pathlib import Path
 
+from dlx import rundir
 from dlx.errors import DlxError
 
 
@@ -30,13 +31,10 @@ def load_run_config(run_dir: Path, overrides: list[str]):  # noqa: ANN201 - Dict
     from dlx.config import check_config, explain
 
     resolvers.register()
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise DlxError(f"{run_dir} is not a dlx run folder (no .hydra/config.yaml)")
+    cfg = rundir.read_config(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise DlxError(f"{run_dir} has no checkpoints/last.pt to resume from")
     try:
-        cfg = OmegaConf.load(path)
         OmegaConf.set_struct(cfg, True)
         for item in overrides:
             key, sep, value = item.partition("=")

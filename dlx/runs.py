@@ -5,23 +5,17 @@ Reads folders only (no torch import), so it is instant and works while runs are 
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from dlx import rundir
 from dlx.errors import DlxError
 
 
 def find_runs(root: Path) -> list[dict[str, Any]]:
-    """Every summary.json below `root`, with the folder it came from, newest first."""
-    runs = []
-    for path in sorted(Path(root).rglob("summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        summary["_dir"] = path.parent
-        runs.append(summary)
-    return runs
+    """Every readable summary.json below `root`, with the folder it came from (`_dir`)."""
+    return rundir.find_summaries(Path(root))[0]
 
 
 def main_metrics(summary: dict[str, Any]) -> dict[str, float]:
@@ -52,7 +46,7 @@ def main(argv: list[str]) -> int:
         raise DlxError(f"{args.path} does not exist (runs are written under experiments/ in the current folder)")
     if args.limit is not None and args.limit < 1:
         raise DlxError(f"--limit {args.limit}: must be at least 1")
-    runs = find_runs(args.path)
+    runs, unreadable = rundir.find_summaries(args.path)
     if args.sort:
         known = sorted({k for s in runs for k in s.get("metrics", {}).get("final", {})} | {"duration"})
         if runs and args.sort not in known:
@@ -67,8 +61,12 @@ def main(argv: list[str]) -> int:
         for s in runs:
             print(json.dumps({"dir": str(s["_dir"]), "name": s.get("name"), "status": s.get("status"),
                               "metrics": main_metrics(s), "duration_s": s.get("duration_s")}))
-        return 0
-    print_table(runs, args.path)
+        for e in unreadable:
+            print(json.dumps({"dir": str(e.path.parent), "status": "unreadable", "error": e.reason}))
+    else:
+        print_table(runs, args.path, unreadable)
+    if unreadable:
+        print(f"dlx: warning: {rundir.unreadable_note(unreadable)}", file=sys.stderr)
     return 0
 
 
@@ -79,12 +77,13 @@ def _sort_value(summary: dict[str, Any], key: str) -> float:
     return value
 
 
-def print_table(runs: list[dict[str, Any]], root: Path) -> None:
+def print_table(runs: list[dict[str, Any]], root: Path, unreadable: list[rundir.Unreadable] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
 
     columns = sorted({k for s in runs for k in main_metrics(s)})
-    table = Table(title=f"{len(runs)} runs under {root}")
+    title = f"{len(runs)} runs under {root}" + (f", {len(unreadable)} unreadable" if unreadable else "")
+    table = Table(title=title)
     for col in ("name", "folder", "status", *columns, "duration"):
         table.add_column(col, justify="right" if col in columns or col == "duration" else "left")
     colors = {"completed": "green", "running": "yellow", "failed": "red", "diverged": "red", "interrupted": "magenta"}
@@ -95,6 +94,10 @@ def print_table(runs: list[dict[str, Any]], root: Path) -> None:
             str(s.get("name", "?")), str(Path(s["_dir"]).relative_to(root)) if Path(s["_dir"]) != root else ".",
             f"[{colors.get(status, 'white')}]{status}[/]",
             *(f"{metrics[c]:.4f}" if c in metrics else "" for c in columns),
-            f"{s.get('duration_s', 0):.1f}s",
+            f"{s.get('duration_s') or 0:.1f}s",
         )
+    for e in unreadable:  # listed, not dropped: a damaged run is still a run
+        folder = e.path.parent if e.path.name == rundir.SUMMARY else e.path
+        where = str(folder.relative_to(root)) if folder.is_relative_to(root) and folder != root else str(folder)
+        table.add_row("?", where, "[red]unreadable[/]", *("" for _ in columns), "")
     Console(width=200).print(table)

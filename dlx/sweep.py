@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dlx import rundir
 from dlx.config import SweepSchema
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 
@@ -124,7 +125,7 @@ def prepare(overrides: list[str]) -> Sweep:
     sweep.dir.mkdir(parents=True, exist_ok=True)
     record = sweep.dir / "sweep.json"
     if not record.exists():
-        _write_json(record, {"key": key, "overrides": overrides, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        rundir.write_json(record, {"key": key, "overrides": overrides, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     (sweep.dir / "jobs.jsonl").write_text("")  # this invocation's outcomes; the run folders keep the rest
     return sweep
 
@@ -307,9 +308,10 @@ def runs_with_sha(experiment: Path, sha: str) -> list[Path]:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's summary.json, {} when it has none or it is unreadable (the job is then trained again)."""
     try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        return rundir.read_summary(run_dir)
+    except rundir.Unreadable:
         return {}
 
 
@@ -386,13 +388,7 @@ def record(sweep_dir: Path, num: int, overrides: list[str], job_dir: Path, p: Pl
 def write_pointer(job_dir: Path, p: Plan) -> None:
     """`same_as.json` in a job folder whose run lives elsewhere, so `dlx compare` finds it from the sweep."""
     if p.dir != job_dir:
-        _write_json(job_dir / "same_as.json", {"run_dir": str(p.dir), "action": p.action, "reason": p.reason})
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+        rundir.write_json(job_dir / "same_as.json", {"run_dir": str(p.dir), "action": p.action, "reason": p.reason})
 
 
 # ---- the job function's side (called from dlx.cli.run_job) --------------------------------------------

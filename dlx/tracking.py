@@ -5,9 +5,7 @@ HParams plugin's session records (start info at start, end info with the real st
 the plugin reads the metric values from the run's own scalars, so the HParams tab compares a sweep.
 """
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dlx import rundir
+
 log = logging.getLogger("dlx")
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Atomic JSON write: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def flat_hparams(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -58,10 +51,10 @@ class Tracker:
         self._session_start()
 
     def _truncate_jsonl(self, step: int) -> None:
-        if not self.jsonl.exists():
-            return
-        keep = [line for line in self.jsonl.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.jsonl.write_text("".join(line + "\n" for line in keep))
+        """Records after the checkpoint's step are trained again; a torn last line (a crash mid-write) goes too."""
+        dropped = rundir.truncate_metrics(self.run_dir, step)
+        if dropped:
+            log.info("metrics.jsonl: dropped %d record(s) after step %d or unreadable", dropped, step)
 
     def _session_start(self) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -74,8 +67,7 @@ class Tracker:
         for k, v in metrics.items():
             self.writer.add_scalar(k, v, step)
         record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), "time": time.time()}
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({**record, **metrics}) + "\n")
+        rundir.append_metrics(self.run_dir, {**record, **metrics})
 
     def images(self, step: int, images: dict[str, Tensor]) -> None:
         from torchvision.utils import make_grid

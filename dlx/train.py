@@ -9,7 +9,6 @@ order is a pure function of (seed, epoch), so it is recomputed rather than store
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -22,11 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dlx import build, checkpoint, diagnostics, faults, runtime
+from dlx import build, checkpoint, diagnostics, faults, rundir, runtime
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 from dlx.lock import RunLock
 from dlx.stepper import Diverged, Stepper
-from dlx.tracking import Tracker, flat_hparams, run_metadata, write_json
+from dlx.tracking import Tracker, flat_hparams, run_metadata
 
 log = logging.getLogger("dlx")
 
@@ -374,7 +373,7 @@ def write_summary(r: Run, status: str, error: str | None = None) -> None:
     }
     if error:
         summary["error"] = error
-    write_json(r.run_dir / "summary.json", summary)
+    rundir.write_summary(r.run_dir, summary)
 
 
 # ---- set-up -----------------------------------------------------------------------------------------
@@ -567,9 +566,7 @@ def record_config(run_dir: Path, cfg: DictConfig) -> None:
     saved = OmegaConf.load(path)
     if plain_config(saved) == plain_config(cfg):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)  # atomic: a kill here leaves the old config or the new one, never half of one
+    rundir.write_config(run_dir, cfg)  # atomic: a kill here leaves the old config or the new one, never half of one
     log.info("resumed with changed settings: %s updated", path)
 
 

@@ -6,11 +6,11 @@ layer's depth at a few moments of training: a slope down towards the input is th
 (deep sigmoid nets), a slope up is the explosion of deep plain nets with batch norm.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from dlx import rundir
 from dlx.errors import DlxError
 
 PREFIX = "grad_norm/"
@@ -21,12 +21,7 @@ def read(run_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise DlxError(f"{run_dir} has no metrics.jsonl: is it a dlx run folder?")
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if any(k.startswith(PREFIX) for k in record):
-                records.append(record)
+    records = [r for r in rundir.read_metrics(run_dir) if any(k.startswith(PREFIX) for k in r)]
     if not records:
         raise DlxError(f"{run_dir} logged no per-layer gradient norms: train with trainer.log_grad_norms=true")
     layers: list[str] = []

@@ -162,7 +162,7 @@ class Outputs:
         return path
 
     def json(self, name: str, obj: dict[str, Any], path: Path | None = None) -> Path:
-        from dlx.tracking import write_json
+        from dlx.rundir import write_json
 
         path = path or self.folder / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
