@@ -19,36 +19,115 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlx.errors import ConfigError
 
-ALLOWED_PREFIXES = ("dlx.", "torch.", "torchvision.")
+# Where a `_target_` may point without `allowed_targets`: the packages whose classes a config builds. Not all of
+# dlx, torch and torchvision: `torch.save`, `torch.hub.load`, `dlx.checkpoint.save` write files or run code.
+ALLOWED_PREFIXES = ("dlx.models.", "dlx.data.", "dlx.losses.", "dlx.tasks.", "dlx.schedulers.", "dlx.init.",
+                    "torch.nn.", "torch.optim.", "torchvision.models.", "torchvision.transforms.")
+# Inside those, functions (not classes) may be targets only here: factories that build and return an object.
+FUNCTION_PREFIXES = ("dlx.schedulers.", "dlx.init.", "torch.nn.init.", "torchvision.models.",
+                     "torchvision.transforms.functional.")
+# Hydra's own keys in a target node; every other key is an argument of the target.
+META_KEYS = ("_target_", "_partial_", "_args_", "_convert_", "_recursive_")
+# Keys a data config declares for models to interpolate (${data.num_classes}) instead of passing them on.
+DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")
+
+
+def allowed_prefixes(cfg: DictConfig) -> tuple[str, ...]:
+    return ALLOWED_PREFIXES + tuple(str(p).rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
 
 
 def check_targets(cfg: DictConfig) -> None:
-    """Refuse any `_target_` outside dlx, torch, torchvision and `allowed_targets` (nothing is imported here)."""
-    allowed = ALLOWED_PREFIXES + tuple(p.rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
+    """Refuse any `_target_`, anywhere in the config (nested keys, lists, `_args_`, interpolated), outside the
+    allowed packages and `allowed_targets`, and any Hydra key dlx does not know. Nothing is imported here."""
+    allowed = allowed_prefixes(cfg)
     for path, node in target_nodes(cfg, ""):
-        target = str(node._target_)
-        if not target.startswith(allowed):
+        target = node._get_node("_target_")._value() if node._get_node("_target_") is not None else None
+        target = node["_target_"] if isinstance(target, str) and "${" in target else target  # interpolated
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"{path}._target_", target, "must be a dotted class name, e.g. dlx.models.mlp.MLP")
+        if not target.startswith(allowed) or ".." in target or target.endswith("."):
             raise ConfigError(
                 f"{path}._target_", target,
                 f"targets must start with {', '.join(allowed)} (add a prefix to allowed_targets to trust it)",
             )
+        for key in node.keys():
+            if str(key).startswith("_") and str(key).endswith("_") and key not in META_KEYS:
+                raise ConfigError(f"{path}.{key}", node._get_node(key)._value(),
+                                  f"is not a key dlx passes to Hydra; use one of {', '.join(META_KEYS)}")
 
 
 def check_arguments(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first group argument whose value its target's annotation refuses.
+    """Raise ConfigError for the first target that is not a buildable class or factory, the first key its
+    target does not take, and the first group argument whose value its target's annotation refuses.
 
-    Call after `check_targets`: only allowlisted targets are imported here.
+    Call after `check_targets`: only allowlisted targets are imported here. Nothing is instantiated.
     """
+    trusted = tuple(str(p).rstrip(".") + "." for p in cfg.get("allowed_targets") or [])
     # Data first: model and loss arguments interpolate from it (${data.num_classes}).
     for path, node in sorted(target_nodes(cfg, ""), key=lambda item: item[0].split(".")[0] != "data"):
-        hints = argument_types(load_target(path, str(node._target_)))
-        for name in node.keys():
-            if str(name).startswith("_") or name not in hints or isinstance(node._get_node(name), DictConfig):
+        name = str(node._target_)
+        target = load_target(path, name)
+        if not inspect.isclass(target) and not name.startswith(FUNCTION_PREFIXES + trusted):
+            raise ConfigError(f"{path}._target_", name, "is a function, not a class: only classes (and the "
+                              f"factories under {', '.join(FUNCTION_PREFIXES)}) are built from a config")
+        check_keys(path, node, target)
+        hints = argument_types(target)
+        for key in node.keys():
+            if str(key).startswith("_") or key not in hints:
                 continue
-            value = node[name]
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                if "_target_" in child and not takes_objects(hints[key]):
+                    raise ConfigError(f"{path}.{key}", f"<{child._target_}>", f"must be {describe(hints[key])}, "
+                                      "not an object built from a _target_")
+                continue
+            value = node[key]
             value = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
-            if not accepts(hints[name], value):
-                raise ConfigError(f"{path}.{name}", value, f"must be {describe(hints[name])}")
+            if not accepts(hints[key], value):
+                raise ConfigError(f"{path}.{key}", value, f"must be {describe(hints[key])}")
+
+
+def check_keys(path: str, node: DictConfig, target: Any) -> None:
+    """Every key of a target node must be an argument its target takes: Hydra would otherwise build the
+    key's value (a nested `_target_`) before the call fails on the unknown argument."""
+    names = argument_names(target)
+    if names is None:  # **kwargs all the way down: the target decides
+        return
+    declared = DATA_DECLARATIONS if path == "data" else ()
+    for key in node.keys():
+        key = str(key)
+        if key in META_KEYS or key in names or key in declared:
+            continue
+        value = node._get_node(key)._value()
+        shown = f"<{value.get('_target_')}>" if isinstance(value, DictConfig) and "_target_" in value else value
+        raise ConfigError(f"{path}.{key}", shown, f"{getattr(target, '__qualname__', target)} takes no such "
+                          f"argument; it takes {', '.join(sorted(names)) or 'none'}")
+
+
+def argument_names(target: Any) -> set[str] | None:
+    """Names of the keyword arguments a class's __init__ (through bases reached by **kwargs) or a function
+    takes; None when a **kwargs is not resolved to named arguments."""
+    names: set[str] = set()
+    chain = [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] if inspect.isclass(target) \
+        else [target]
+    for fn in chain:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # builtins without a signature: not checkable
+            return None
+        names |= {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names - {"self"}
+    return None
+
+
+def takes_objects(hint: Any) -> bool:
+    """Whether an annotation allows something other than plain config values (a module, a callable, ...)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(takes_objects(a) for a in args)
+    return hint not in CONFIG_TYPES and origin not in (list, tuple, Sequence, dict, typing.Literal) \
+        and hint not in (list, tuple, dict)
 
 
 def load_target(path: str, target: str) -> Any:
@@ -72,14 +151,20 @@ def load_target(path: str, target: str) -> Any:
 
 
 def target_nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
-    """Every config node with a `_target_`, with its dotted path."""
+    """Every config node with a `_target_`, anywhere (dict values, list items, `_args_`), with its path:
+    `model`, `model.block`, `model.layers[0]`."""
     if isinstance(node, DictConfig):
+        if node._is_none() or node._is_missing() or node._is_interpolation():
+            return
         if "_target_" in node:
             yield path, node
         for key in node.keys():
-            child = node._get_node(key)
-            if isinstance(child, DictConfig):
-                yield from target_nodes(child, f"{path}.{key}" if path else str(key))
+            yield from target_nodes(node._get_node(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        if node._is_none() or node._is_missing() or node._is_interpolation():
+            return
+        for i in range(len(node)):
+            yield from target_nodes(node._get_node(i), f"{path}[{i}]")
 
 
 def argument_types(target: Any) -> dict[str, Any]:

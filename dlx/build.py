@@ -16,11 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from dlx.arguments import DATA_DECLARATIONS
 from dlx.arguments import check_targets  # noqa: F401 - build.check_targets, used by the commands
 from dlx.errors import ConfigError, DlxError
-
-# Keys a data config declares (for models to interpolate) rather than passes to its constructor.
-DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")
 
 
 def create(node: DictConfig, key: str, **extra: Any) -> Any:

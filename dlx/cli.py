@@ -108,9 +108,11 @@ def train(argv: list[str]) -> int:
     config.register_schema()
     if any(a.startswith("hparams_search=") for a in argv) and not {"-m", "--multirun"} & set(argv):
         argv = ["-m", *argv]  # an Optuna search is a sweep
-    inspect_flags = ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c", "--resolve")
-    inspecting = any(a in inspect_flags or a.startswith("--cfg") for a in argv)
-    overrides = [a for a in argv if not a.startswith("-")]
+    # --help/--info show what exists whatever the overrides; --cfg shows the config a run would get, so it is
+    # checked like one (a value a run would refuse is not printed as if it were fine).
+    inspect_flags = ("--help", "-h", "--hydra-help", "--info")
+    inspecting = any(a in inspect_flags for a in argv)
+    overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
     if not inspecting:
         jobs = [config.check(job) for job in job_overrides(overrides)]
         named = any(o.split("=")[0].lstrip("+~") == "name" for o in overrides)
@@ -128,7 +130,27 @@ def train(argv: list[str]) -> int:
             fixed = [o.split("=")[0].lstrip("+~") for o in overrides if len(job_overrides([o])) == 1]
             excluded = ",".join(["name", "sweep.name", "paths.experiments", *fixed])
             argv = [*argv, f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"]
+            argv = [*argv, *short_job_folders(overrides, [cfg for cfg, _ in jobs], set(fixed))]
     return launch(argv)
+
+
+def short_job_folders(overrides: list[str], jobs: list, fixed: set[str]) -> list[str]:
+    """`hydra.sweep.subdir=${hydra.job.num}` when a job's folder, named by its swept overrides, would be longer
+    than a file name may be (the job would fail to start and the sweep with it); the overrides stay in each
+    job's .hydra/overrides.yaml, where `dlx compare` reads them."""
+    from dlx.config import NAME_MAX
+
+    if any(o.lstrip("+~").startswith("hydra.sweep.subdir=") for o in overrides):
+        return []
+    longest = 0
+    for num, job in enumerate(job_overrides(overrides)):
+        swept = [o for o in job if o.split("=")[0].lstrip("+~") not in fixed]
+        longest = max(longest, len(f"{num}-{','.join(swept)}".encode()))
+    if longest <= NAME_MAX:
+        return []
+    print(f"dlx: note: job folders are numbered only (0, 1, ...): named by their overrides they would be "
+          f"{longest} bytes, more than a file name may have ({NAME_MAX})", file=sys.stderr)
+    return ["hydra.sweep.subdir=${hydra.job.num}"]
 
 
 def launch(argv: list[str]) -> int:

@@ -18,6 +18,7 @@ PRECISIONS = ("auto", "32", "bf16", "16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_NONFINITE = ("stop", "skip")
 AUTO_BOOL = ("auto", "true", "false")
+GROUPS = ("task", "model", "data", "loss", "optimizer", "scheduler")  # each builds one object; init may be null
 
 
 def conf_dir() -> Path:
@@ -121,6 +122,12 @@ def validate(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(missing[0], "???", "is required: set it on the command line, e.g. " + f"{missing[0]}=...")
+    for group in GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(group, OmegaConf.to_container(node) if isinstance(node, DictConfig) else node,
+                              f"must be one of the choices in conf/{group}/ (dlx train --help lists them)")
+    folder_name("name", cfg.name)
     t = cfg.trainer
     for key in ("epochs", "log_every", "accumulate", "devices"):
         if t[key] < 1:
@@ -140,6 +147,56 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("trainer.device", t.device, f"choose one of {', '.join(DEVICES)} (or cuda:N)")
     if t.monitor_mode is not None:
         _choice("trainer.monitor_mode", t.monitor_mode, ("min", "max"))
+
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def folder_name(key: str, value: Any) -> None:
+    """A value that becomes one folder under experiments/: no separators, no '..', not too long."""
+    name = str(value)
+    if not name.strip() or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+        raise ConfigError(key, value, "must be a folder name under experiments/ (no '/', not '.' or '..')")
+    if len(name.encode()) > NAME_MAX:
+        raise ConfigError(key, f"{name[:40]}...", f"is {len(name.encode())} bytes; a folder name may have at most "
+                          f"{NAME_MAX}")
+
+
+def check_hydra(hydra: DictConfig) -> None:
+    """The Hydra settings that decide where a run's files go: every file of a run stays inside its folder,
+    and a new run never lands in a folder that holds a run already (it would overwrite its checkpoints and
+    mix two runs in one metrics.jsonl)."""
+    subdir = hydra.get("output_subdir")
+    if subdir is not None and (Path(str(subdir)).is_absolute() or ".." in Path(str(subdir)).parts):
+        raise ConfigError("hydra.output_subdir", subdir, "must be a folder inside the run folder (.hydra) or null")
+    sweep_subdir = OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir")
+    if sweep_subdir is not None and (str(sweep_subdir).startswith("/") or ".." in str(sweep_subdir).split("/")):
+        raise ConfigError("hydra.sweep.subdir", sweep_subdir, "must be a folder inside the sweep folder")
+    handlers = OmegaConf.to_container(hydra.job_logging, resolve=False).get("handlers") or {}
+    for name, handler in handlers.items():
+        filename = handler.get("filename") if isinstance(handler, dict) else None
+        if filename is None:
+            continue
+        inside = str(filename).startswith("${hydra.runtime.output_dir}/") and ".." not in str(filename).split("/")
+        if not inside:
+            raise ConfigError(f"hydra.job_logging.handlers.{name}.filename", filename,
+                              "must be a file inside the run folder: ${hydra.runtime.output_dir}/<file>")
+    try:
+        run_dir = Path(str(hydra.run.dir))
+    except Exception:  # noqa: BLE001 - resolvers only Hydra's run provides: checked again when the job starts
+        return
+    check_new_run_dir(run_dir, "hydra.run.dir")
+
+
+RUN_FILES = ("summary.json", "metrics.jsonl", "checkpoints", ".hydra")
+
+
+def check_new_run_dir(run_dir: Path, key: str) -> None:
+    """Refuse a folder that holds a run already: `dlx resume` continues one, a new run never overwrites it."""
+    held = [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+    if held:
+        raise ConfigError(key, str(run_dir), f"holds a run already ({', '.join(held)}); continue it with "
+                          f"`dlx resume {run_dir}` or choose a new folder")
 
 
 def _validate_groups(cfg: DictConfig) -> None:
@@ -171,11 +228,14 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     return compose_with_choices(overrides)[0]
 
 
-def compose_with_choices(overrides: list[str] | tuple[str, ...] = ()) -> tuple[DictConfig, dict[str, str]]:
+def compose_with_choices(
+    overrides: list[str] | tuple[str, ...] = (), check_paths: bool = False
+) -> tuple[DictConfig, dict[str, str]]:
     """The composed config and the group choices Hydra recorded (e.g. {"model": "resnet", ...}).
 
     The `${hydra:...}` resolver is not available outside a Hydra run, so a default `name` is
-    filled in from the choices (see `default_name`).
+    filled in from the choices (see `default_name`). `check_paths` checks where the run's files would go
+    (`check_hydra`), as `dlx train` does before Hydra writes anything.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -192,6 +252,8 @@ def compose_with_choices(overrides: list[str] | tuple[str, ...] = ()) -> tuple[D
     with _open(cfg):
         if has_default_name(cfg):
             cfg.name = default_name([choices])
+        if check_paths:
+            check_hydra(cfg.hydra)
         del cfg["hydra"]
     return cfg, choices
 
@@ -316,7 +378,7 @@ def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     """Compose with `overrides` and check the result; any failure becomes one DlxError line."""
 
     try:
-        cfg, choices = compose_with_choices(overrides)
+        cfg, choices = compose_with_choices(overrides, check_paths=True)
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - Hydra/OmegaConf composition errors, translated
