@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from dlx.arguments import DATA_DECLARATIONS
-from dlx.arguments import check_targets  # noqa: F401 - build.check_targets, used by the commands
+from dlx.arguments import (
+    DATA_DECLARATIONS,
+    check_targets,  # noqa: F401 - build.check_targets, used by the commands
+)
 from dlx.errors import ConfigError, DlxError
 
 

@@ -198,9 +198,17 @@ def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
 
     from dlx.config import explain
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:  # noqa: BLE001 - Hydra's parse errors; turned into one line
+        parsed = parser.parse_overrides(overrides)
+    except Exception as e:  # noqa: BLE001 - Hydra's parse errors; turned into one line naming the override
+        for override in overrides:
+            try:
+                parser.parse_overrides([override])
+            except Exception as one:  # noqa: BLE001
+                key = override.split("=", 1)[0]
+                reason = str(one).strip().splitlines()[0] if str(one).strip() else type(one).__name__
+                raise DlxError(f"{key}: cannot parse the override '{override}': {reason}") from None
         raise explain(e) from None
     lists = []
     for o in parsed:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlx.errors import ConfigError, DlxError
 
@@ -128,6 +128,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(group, OmegaConf.to_container(node) if isinstance(node, DictConfig) else node,
                               f"must be one of the choices in conf/{group}/ (dlx train --help lists them)")
     folder_name("name", cfg.name)
+    check_integers(cfg)
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError("seed", cfg.seed, f"must be an integer in [0, {SEED_MAX}]")
     t = cfg.trainer
     for key in ("epochs", "log_every", "accumulate", "devices"):
         if t[key] < 1:
@@ -199,8 +202,58 @@ def check_new_run_dir(run_dir: Path, key: str) -> None:
                           f"`dlx resume {run_dir}` or choose a new folder")
 
 
+# The loss families (modules of dlx/losses/) each dlx task can train with; a task not listed takes any loss.
+TASK_LOSSES = {
+    "dlx.tasks.classify.": "dlx.losses.classification.", "dlx.tasks.segment.": "dlx.losses.classification.",
+    "dlx.tasks.autoregress.": "dlx.losses.classification.", "dlx.tasks.reconstruct.": "dlx.losses.reconstruction.",
+    "dlx.tasks.stacked.": "dlx.losses.reconstruction.", "dlx.tasks.vae.": "dlx.losses.reconstruction.",
+    "dlx.tasks.gan.": "dlx.losses.gan.", "dlx.tasks.regress.": "dlx.losses.regression.",
+}
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
+INT_MAX = 2**63 - 1  # what a config integer may be: torch and numpy take 64-bit integers
+
+
+def check_loss_fits_task(cfg: DictConfig) -> None:
+    """A loss of another family than the task's (loss=recon_mse with task=classify) fails before any work."""
+    task, loss = str(cfg.task._target_), str(cfg.loss._target_)
+    family = next((f for t, f in TASK_LOSSES.items() if task.startswith(t)), None)
+    if family is None or not loss.startswith("dlx.losses.") or loss.startswith(family):
+        return
+    fitting = []
+    for path in sorted((conf_dir() / "loss").glob("*.yaml")):
+        target = (OmegaConf.load(path) or {}).get("_target_", "")
+        if str(target).startswith(family):
+            fitting.append(path.stem)
+    raise ConfigError("loss", loss, f"does not fit {task.rsplit('.', 1)[-1]}: this task trains with a "
+                      f"{family.split('.')[-2]} loss: loss={'|'.join(fitting)}")
+
+
+def check_integers(node: Any, path: str = "") -> None:
+    """No integer beyond 64 bits anywhere (seed=99999999999999999999999 overflowed deep in torch)."""
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child = node._get_node(key)
+            if isinstance(child, DictConfig | ListConfig):
+                check_integers(child, f"{path}.{key}" if path else str(key))
+            elif not child._is_interpolation() and not child._is_missing():
+                value = child._value()
+                if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+                    raise ConfigError(f"{path}.{key}" if path else str(key), value, "is too large: at most 2**63-1")
+    elif isinstance(node, ListConfig) and not node._is_none() and not node._is_interpolation():
+        for i in range(len(node)):
+            check_integers(node._get_node(i), f"{path}[{i}]")
+
+
 def _validate_groups(cfg: DictConfig) -> None:
     """Ranges of the group keys that every choice of the group shares."""
+    check_loss_fits_task(cfg)
+    sched = cfg.scheduler
+    for key in ("warmup_steps", "step_size", "total_steps"):
+        if key in sched and sched[key] is not None and (not isinstance(sched[key], int) or sched[key] < 0):
+            raise ConfigError(f"scheduler.{key}", sched[key], "must be an integer >= 0")
+    for key in ("gamma", "factor"):
+        if key in sched and sched[key] is not None:
+            _positive(f"scheduler.{key}", sched[key])
     opt = cfg.optimizer
     if "lr" in opt:
         _positive("optimizer.lr", opt.lr)
@@ -287,13 +340,21 @@ class _open:
 
 
 # ---- turning Hydra's and OmegaConf's errors into one line -------------------------------------------
-def explain(e: BaseException) -> DlxError:
-    """Translate a composition error into a one-line DlxError naming the key, the value and the choices."""
+def explain(e: BaseException, cfg: DictConfig | None = None) -> DlxError:
+    """Translate a composition error into a one-line DlxError naming the key, the value and the choices
+    (`cfg`, when given, is searched for the key whose interpolation failed)."""
     import difflib
     import re
 
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        GrammarParseError,
+        InterpolationResolutionError,
+        OmegaConfBaseException,
+        ValidationError,
+    )
 
 
     text = str(e)
@@ -313,6 +374,12 @@ def explain(e: BaseException) -> DlxError:
         e, text = cause, str(cause)
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     key = getattr(e, "full_key", None) or _full_key(text)
+    if isinstance(e, InterpolationResolutionError | GrammarParseError):
+        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", first).strip().strip('"')
+        found = broken_interpolation(cfg) if cfg is not None else None
+        if found:
+            return DlxError(f"{found[0]}={found[1]}: cannot resolve the interpolation: {reason}")
+        return DlxError(f"{key or 'a config value'}: cannot resolve the interpolation: {reason}")
     if isinstance(e, ConfigKeyError | ConfigAttributeError) or re.search(r"Key '[^']+' (is )?not in", text):
         parent, _, leaf = (key or "").rpartition(".")
         return DlxError(f"{key}: no such key{_suggest(parent, leaf)}; to add a new key use +{key}=...")
@@ -388,5 +455,32 @@ def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. interpolation to a missing key
-        raise explain(e) from None
+        raise explain(e, cfg) from None
     return cfg, choices
+
+
+def broken_interpolation(node: Any, path: str = "") -> tuple[str, str] | None:
+    """(key, its text) of the first value whose interpolation cannot be resolved, None when all resolve."""
+    if isinstance(node, DictConfig | ListConfig):
+        if node._is_none() or node._is_missing():
+            return None
+        if node._is_interpolation():
+            try:
+                node._dereference_node()
+            except Exception:  # noqa: BLE001 - any resolution failure marks the key
+                return path, str(node._value())
+            return None
+        items = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in items:
+            child = node._get_node(key)
+            found = broken_interpolation(child, (f"{path}.{key}" if path else str(key)) if isinstance(key, str)
+                                         else f"{path}[{key}]")
+            if found:
+                return found
+        return None
+    if node is not None and node._is_interpolation():
+        try:
+            node._dereference_node()
+        except Exception:  # noqa: BLE001
+            return path, str(node._value())
+    return None

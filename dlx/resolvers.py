@@ -18,6 +18,14 @@ def register() -> None:
     """Register the resolvers once (idempotent)."""
     if OmegaConf.has_resolver("mul"):
         return
-    OmegaConf.register_new_resolver("mul", lambda *xs: math.prod(xs))
+    OmegaConf.register_new_resolver("mul", mul)
     OmegaConf.register_new_resolver("first", lambda *xs: next((x for x in xs if x is not None), None))
     OmegaConf.register_new_resolver("uid", lambda: _PROCESS_ID)
+
+
+def mul(*xs: object) -> int | float:
+    """Product of numbers; anything else is refused (Python would repeat a string: ${mul:abc,2} = 'abcabc')."""
+    for x in xs:
+        if not isinstance(x, int | float) or isinstance(x, bool):
+            raise ValueError(f"mul takes numbers, got {x!r}")
+    return math.prod(xs)
