@@ -455,8 +455,23 @@ def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. interpolation to a missing key
-        raise explain(e, cfg) from None
+        raise _root_cause(cfg) or explain(e, cfg) from None
     return cfg, choices
+
+
+def _root_cause(cfg: DictConfig) -> DlxError | None:
+    """An interpolation that fails on a value of the wrong type (`${mul:${.length},2}` with length=long):
+    the argument checks, which read plain values before the values computed from them, name that value."""
+    from dlx.arguments import check_arguments, check_targets
+
+    try:
+        check_targets(cfg)
+        check_arguments(cfg)
+    except DlxError as e:
+        return e
+    except Exception:  # noqa: BLE001 - the same failure again: explained by the caller
+        return None
+    return None
 
 
 def broken_interpolation(node: Any, path: str = "") -> tuple[str, str] | None:
