@@ -109,7 +109,8 @@ def check_train_step(model: nn.Module, x: torch.Tensor, num_classes: int) -> tor
 
 
 def test_configs_found():
-    families = {"mlp", "lenet", "resnet", "plain", "alexnet", "vgg", "googlenet", "fractalnet", "mobilenet", "dilated"}
+    families = {"mlp", "lenet", "resnet", "plain", "alexnet", "vgg", "googlenet", "fractalnet", "mobilenet", "dilated",
+                "highway", "highway_conv", "densenet"}
     assert families | {"rnn", "lstm", "gru"} <= set(CLASSIFIERS)
 
 
@@ -174,6 +175,11 @@ VARIANTS = [
     ("mobilenet", {**IMAGENET, "num_classes": 10}, {"width_mult": 0.25}),
     ("mobilenet", MNIST, {"width_mult": 0.5}),
     ("dilated", {**IMAGENET, "num_classes": 10}, {"width": 16}),
+    ("highway", MNIST, {"depth": 3, "activation": "tanh", "dropout": 0.2}),
+    ("highway_conv", MNIST, {"depth": 4, "pool_every": 2}),
+    ("densenet", DIGITS, {"depth": 40, "bottleneck": False, "compression": 1.0, "drop_rate": 0.2}),
+    ("densenet", MNIST, {"depth": 22, "growth_rate": 4}),
+    ("densenet", DIGITS, {"arch": "imagenet", "depth": 121}),
     ("lstm", PARITY, {"bidirectional": True, "num_layers": 2, "dropout": 0.1}),
     ("gru", PARITY, {"bidirectional": True, "num_layers": 2}),
     ("rnn", PARITY, {"num_layers": 3, "hidden_size": 8}),
@@ -278,6 +284,101 @@ def test_norm_choice_reaches_every_conv(norm: str, layer: type):
     assert not any(isinstance(m, nn.BatchNorm2d | nn.GroupNorm | nn.InstanceNorm2d) for m in none.modules())
     # torchvision's ResNet takes it as norm_layer: same parameter count for every affine norm
     assert count("resnet", IMAGENET, arch="imagenet", depth=18, norm=norm) == 11_689_512
+
+
+@pytest.mark.parametrize(
+    ("overrides", "published"),
+    [  # the paper's Table 2 (CIFAR-10)
+        ({"depth": 40, "growth_rate": 12, "bottleneck": False, "compression": 1.0}, 1.0e6),
+        ({"depth": 100, "growth_rate": 12, "bottleneck": False, "compression": 1.0}, 7.0e6),
+        ({"depth": 100, "growth_rate": 12}, 0.8e6),  # DenseNet-BC, conf/model/densenet.yaml's default
+        ({"depth": 250, "growth_rate": 24}, 15.3e6),
+        ({"depth": 190, "growth_rate": 40}, 25.6e6),
+    ],
+)
+def test_densenet_parameter_counts_match_the_paper(overrides: dict, published: float):
+    n = count("densenet", CIFAR10, **overrides)
+    assert abs(n - published) / published < 0.05, n
+
+
+def test_densenet_imagenet_parameter_counts_match_torchvision():
+    assert count("densenet", IMAGENET, arch="imagenet", depth=121) == tv_count(torchvision.models.densenet121)
+    assert count("densenet", IMAGENET, arch="imagenet", depth=161) == tv_count(torchvision.models.densenet161)
+
+
+def test_densenet_blocks_concatenate_growth_rate_maps():
+    model = build("densenet", CIFAR10, depth=40, growth_rate=12, bottleneck=False, compression=1.0).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = model.features.conv0(x)  # (2, 16, 32, 32)
+        out = model.features.denseblock1(h)
+    # 12 layers of k = 12 maps each on top of the block's 16 input maps, the input passed through unchanged
+    assert out.shape == (2, 16 + 12 * 12, 32, 32) and torch.equal(out[:, :16], h)
+    assert model.features.transition2.conv.out_channels == 16 + 2 * 12 * 12  # compression 1.0 keeps all
+    bc = build("densenet", CIFAR10)  # BC: the transition keeps half
+    assert bc.features.transition1.conv.out_channels == (24 + 16 * 12) // 2
+
+
+def test_highway_parameter_count_and_gate_initialization():
+    # first layer 64 -> 50, ten highway layers of H and T (50 x 50 + 50 each), classifier 50 -> 10
+    assert count("highway", DIGITS) == (64 * 50 + 50) + 10 * 2 * (50 * 50 + 50) + (50 * 10 + 10)
+    model = build("highway", DIGITS)
+    gates = [m.gate.bias for m in model.modules() if type(m).__name__ == "HighwayLayer"]
+    assert len(gates) == 10 and all(torch.all(b == -2.0) for b in gates)
+
+
+def test_highway_layer_mixes_transform_and_carry():
+    from dlx.models.highway import HighwayLayer
+
+    torch.manual_seed(0)
+    layer = HighwayLayer(nn.Sequential(nn.Linear(5, 5), nn.ReLU()), nn.Linear(5, 5), gate_bias=-2.0)
+    x = torch.randn(3, 5)
+    t = torch.sigmoid(layer.gate(x))
+    torch.testing.assert_close(layer(x), layer.transform(x) * t + x * (1 - t))
+    with torch.no_grad():
+        layer.gate.weight.zero_()
+        layer.gate.bias.fill_(-30.0)  # T = 0: the layer carries its input
+    torch.testing.assert_close(layer(x), x)
+
+
+def test_deep_highway_net_passes_gradient_where_a_plain_net_does_not():
+    """50 layers of 50 ReLU units, no normalization (the paper's Fig. 1 setting)."""
+
+    def first_layer_grad(name: str, **overrides) -> float:
+        torch.manual_seed(0)
+        model = build(name, DIGITS, **overrides)
+        gen = torch.Generator().manual_seed(1)
+        x, y = torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+        F.cross_entropy(model(x), y).backward()
+        first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        return first.weight.grad.norm().item()
+
+    plain = first_layer_grad("mlp", depth=50, width=50, batch_norm=False)
+    highway = first_layer_grad("highway", depth=50, width=50)
+    assert highway > 100 * plain, (plain, highway)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("highway", {}), ("highway_conv", {"depth": 3}), ("densenet", {"depth": 16, "growth_rate": 6})],
+)
+def test_a_few_training_steps_lower_the_loss(name: str, overrides: dict):
+    from sklearn.datasets import load_digits
+
+    torch.manual_seed(0)
+    digits = load_digits()
+    x = torch.tensor(digits.images[:64], dtype=torch.float32).unsqueeze(1)  # (64, 1, 8, 8)
+    x, y = (x - x.mean()) / x.std(), torch.tensor(digits.target[:64])  # normalized, as data=digits does
+    model = build(name, DIGITS, **overrides).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
 
 
 def test_lenet5_parameter_count():
@@ -466,6 +567,9 @@ def test_bidirectional_summary_reads_the_whole_sequence_both_ways():
         ("resnet", CIFAR10, {"stochastic_depth_mode": "row"}, "model.stochastic_depth_mode"),
         ("lenet", DIGITS, {"norm": "local"}, "model.norm"),
         ("googlenet", CIFAR10, {"dropout_aux": 1.0}, "model.dropout_aux"),
+        ("densenet", CIFAR10, {"depth": 41}, "model.depth"),
+        ("densenet", CIFAR10, {"compression": 0.0}, "model.compression"),
+        ("highway", DIGITS, {"activation": "maxout"}, "model.activation"),
     ],
 )
 def test_bad_values_name_the_key(name: str, data: dict, overrides: dict, key: str):
