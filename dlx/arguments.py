@@ -48,7 +48,8 @@ def check_targets(cfg: DictConfig) -> None:
         if not target.startswith(allowed) or ".." in target or target.endswith("."):
             raise ConfigError(
                 f"{path}._target_", target,
-                f"targets must start with {', '.join(allowed)} (add a prefix to allowed_targets to trust it)",
+                f"targets must start with {', '.join(allowed)}; to trust this one, add "
+                f"allowed_targets=[{target.split('.')[0]}] (command line or config)",
             )
         for key in node.keys():
             if str(key).startswith("_") and str(key).endswith("_") and key not in META_KEYS:
@@ -119,6 +120,14 @@ def argument_names(target: Any) -> set[str] | None:
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return names - {"self"}
     return None
+
+
+def takes_argument(cfg: DictConfig, node: DictConfig, name: str) -> bool:
+    """Whether an allowed target takes `name` (so that `+group.name=...` would reach it)."""
+    if not str(node._target_).startswith(allowed_prefixes(cfg)):
+        return False
+    names = argument_names(load_target("", str(node._target_)))
+    return names is None or name in names
 
 
 def takes_objects(hint: Any) -> bool:

@@ -102,8 +102,17 @@ def fail(message: str) -> None:
 # ---- dlx train ------------------------------------------------------------------------------------
 def train(argv: list[str]) -> int:
     """Check every job's config, then let Hydra run (or sweep) `dlx.train.run`."""
-    from dlx import config, resolvers
+    from dlx import config, resolvers, searchpath
 
+    if "--shell-completion" in argv or "-sc" in argv:
+        from dlx import completion
+
+        return completion.main(argv)
+    source, argv = searchpath.parse(argv)  # --config-dir/-cd, --config-path/-cp, --config-name/-cn
+    searchpath.use(source)
+    argv = with_searchpath(source, argv)
+    # A user's model (allowed_targets=[mymodels]) may live in the current folder, as it would for `python -m`.
+    sys.path.append(os.getcwd())
     resolvers.register()
     config.register_schema()
     if any(a.startswith("hparams_search=") for a in argv) and not {"-m", "--multirun"} & set(argv):
@@ -151,6 +160,14 @@ def short_job_folders(overrides: list[str], jobs: list, fixed: set[str]) -> list
     print(f"dlx: note: job folders are numbered only (0, 1, ...): named by their overrides they would be "
           f"{longest} bytes, more than a file name may have ({NAME_MAX})", file=sys.stderr)
     return ["hydra.sweep.subdir=${hydra.job.num}"]
+
+
+def with_searchpath(source, argv: list[str]) -> list[str]:  # noqa: ANN001 - searchpath.Source
+    """`argv` whose `hydra.searchpath` also holds dlx's conf/ when the user's folder is the primary one."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    merged = source.with_searchpath(overrides)
+    replaced = dict(zip(overrides, merged, strict=False))
+    return [replaced.get(a, a) for a in argv] + merged[len(overrides):]
 
 
 def launch(argv: list[str]) -> int:
@@ -236,9 +253,11 @@ def hydra_main(argv: list[str]) -> int:
     """Run Hydra's main on `argv` with conf/ as the config folder; return the worst job exit code."""
     import hydra
 
-    from dlx.config import conf_dir
+    from dlx import searchpath
 
-    @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
+    source = searchpath.current()
+
+    @hydra.main(config_path=source.primary, config_name=source.config_name, version_base="1.3")
     def job(cfg) -> int:  # noqa: ANN001 - DictConfig
         from dlx import sweep
 
@@ -246,7 +265,7 @@ def hydra_main(argv: list[str]) -> int:
         _EXIT["code"] = max(_EXIT["code"], code)
         return sweep.finish(code)  # the exit code; in a sweep the job's objective (Optuna optimizes it)
 
-    sys.argv = ["dlx", *argv]
+    sys.argv = ["dlx", *searchpath.flags(source), *argv]
     _EXIT.update(code=0, error=None)
     job()
     if _EXIT["error"]:

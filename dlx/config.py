@@ -290,17 +290,16 @@ def compose_with_choices(
     filled in from the choices (see `default_name`). `check_paths` checks where the run's files would go
     (`check_hydra`), as `dlx train` does before Hydra writes anything.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
 
-    from dlx import resolvers
+    from dlx import resolvers, searchpath
 
     resolvers.register()
     register_schema()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    source = searchpath.current()  # dlx's conf/, or the user's folders of `dlx train --config-dir ...`
+    with searchpath.initialized(source) as hydra:
+        cfg = hydra.compose_config(source.config_name, overrides=source.with_searchpath(list(overrides)),
+                                   run_mode=RunMode.RUN, with_log_configuration=False)
     choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if "/" not in k and v is not None}
     with _open(cfg):
         if has_default_name(cfg):
@@ -382,7 +381,7 @@ def explain(e: BaseException, cfg: DictConfig | None = None) -> DlxError:
         return DlxError(f"{key or 'a config value'}: cannot resolve the interpolation: {reason}")
     if isinstance(e, ConfigKeyError | ConfigAttributeError) or re.search(r"Key '[^']+' (is )?not in", text):
         parent, _, leaf = (key or "").rpartition(".")
-        return DlxError(f"{key}: no such key{_suggest(parent, leaf)}; to add a new key use +{key}=...")
+        return DlxError(f"{key}: no such key{_suggest(parent, leaf)}{_plus_hint(parent, leaf)}")
     if isinstance(e, ValidationError):
         return DlxError(f"{key}: {first}")
     if "Could not override" in text:
@@ -421,6 +420,45 @@ def _suggest(parent: str, leaf: str) -> str:
     return f" (did you mean {parent + '.' if parent else ''}{near[0]}?)" if near else ""
 
 
+def _plus_hint(parent: str, leaf: str) -> str:
+    """The `+key=...` hint, only where it would work: the group's target takes such an argument. A key that no
+    part of dlx reads (trainer.*, run-level keys) is refused even with `+` (see `check_known_keys`)."""
+    from dlx.arguments import takes_argument
+
+    try:
+        node = OmegaConf.select(_default_keys(), parent) if parent else None
+        ok = isinstance(node, DictConfig) and "_target_" in node and takes_argument(_default_keys(), node, leaf)
+    except Exception:  # noqa: BLE001 - a hint is optional
+        ok = False
+    key = f"{parent}.{leaf}" if parent else leaf
+    return f"; {node._target_} takes it: add it with +{key}=..." if ok else ""
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse a key added with `+` under a typed node (the run-level keys, trainer, paths, sweep) that no part of
+    dlx reads, so that `+trainer.epohcs=3` or `+logger=csv` (without such a group) fails instead of training a
+    default run. Group nodes with a `_target_` are checked against their target's signature (dlx.arguments)."""
+    import dataclasses
+    import difflib
+
+    def walk(node: DictConfig, path: str) -> None:
+        schema = OmegaConf.get_type(node)
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            return
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            name = f"{path}.{key}" if path else str(key)
+            if key not in known:
+                near = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {path + '.' if path else ''}{near[0]}?)" if near else ""
+                raise DlxError(f"{name}: no such key{hint}; nothing in dlx reads it, so it is refused, not ignored")
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                walk(child, name)
+
+    walk(cfg, "")
+
+
 _DEFAULTS: dict[str, DictConfig] = {}
 
 
@@ -435,6 +473,7 @@ def check_config(cfg: DictConfig) -> None:
     then the group arguments' types (from their targets' signatures) and ranges."""
     from dlx.arguments import check_arguments, check_targets
 
+    check_known_keys(cfg)
     validate(cfg)  # these two import nothing heavy: a typo in a trainer key or a target fails in a blink
     check_targets(cfg)  # before check_arguments imports any target (and torch with it)
     check_arguments(cfg)

@@ -132,22 +132,21 @@ def prepare(overrides: list[str]) -> Sweep:
 
 def master_config(overrides: list[str]) -> tuple[DictConfig, Path]:
     """The sweep's own config (Hydra's multirun composition, sweep values left out) and its resolved sweep dir."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import setup_globals
     from hydra.types import RunMode
 
-    from dlx import resolvers
-    from dlx.config import conf_dir, explain, register_schema
+    from dlx import resolvers, searchpath
+    from dlx.config import explain, register_schema
 
     resolvers.register()
     register_schema()
     setup_globals()
-    GlobalHydra.instance().clear()
+    source = searchpath.current()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = GlobalHydra.instance().hydra.compose_config("train", overrides, run_mode=RunMode.MULTIRUN)
+        with searchpath.initialized(source) as hydra:
+            cfg = hydra.compose_config(source.config_name, source.with_searchpath(overrides),
+                                       run_mode=RunMode.MULTIRUN)
             HydraConfig.instance().set_config(cfg)  # `${hydra:...}` in `name` resolves from here
             sweep_dir = Path(str(cfg.hydra.sweep.dir)).absolute()
             with open_dict(cfg):
