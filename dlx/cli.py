@@ -33,7 +33,8 @@ COMMANDS = {
     "claims": ("dlx.claims", "rerun the lecture-claim presets, check their criteria: dlx claims [NAME...] [--seeds 3]"),
 }
 
-USAGE = "usage: dlx COMMAND [ARGS]\n\ncommands:\n" + "\n".join(f"  {k:<8} {v[1]}" for k, v in COMMANDS.items())
+USAGE = "usage: dlx COMMAND [ARGS]   (dlx --version)\n\ncommands:\n" + "\n".join(
+    f"  {k:<8} {v[1]}" for k, v in COMMANDS.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        sys.exit(0)
+    if argv[0] in ("--version", "-V", "version"):
+        from dlx import __version__
+
+        print(f"dlx {__version__}")
         sys.exit(0)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
@@ -123,7 +129,12 @@ def train(argv: list[str]) -> int:
     inspecting = any(a in inspect_flags for a in argv)
     overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
     if not inspecting:
-        jobs = [config.check(job) for job in job_overrides(overrides)]
+        job_lists = job_overrides(overrides)
+        if "-m" in argv or "--multirun" in argv:
+            from dlx import sweep as sweeps
+
+            job_lists = sweeps.expand_presets(job_lists, sweeps.preset_params)  # each swept preset's own sweep
+        jobs = [config.check(job) for job in job_lists]
         named = any(o.split("=")[0].lstrip("+~") == "name" for o in overrides)
         names = list(dict.fromkeys(str(cfg.name) for cfg, _ in jobs))
         if not named and jobs[0][0].name == config.default_name([jobs[0][1]]):

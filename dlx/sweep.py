@@ -88,6 +88,66 @@ def read_sha(run_dir: Path) -> str | None:
         return None
 
 
+# ---- which jobs: the presets' own sweeps ----------------------------------------------------------------
+def expand_presets(jobs: list[list[str]], params_of: Any) -> list[list[str]]:
+    """Each job of a sweep over config groups (`-m experiment=ce_vs_mse,vanishing_gradient`) times the sweep its
+    choices bring along (`hydra.sweeper.params` of the preset: ce_vs_mse's `loss: cross_entropy,mse`).
+
+    Args:
+        jobs: the override lists of the command line's cartesian product.
+        params_of: override list -> the `hydra.sweeper.params` that list composes to (called once per distinct
+            choice of the swept groups).
+
+    Returns:
+        The jobs with the presets' own arms; a key the job already sets (the command line) keeps its value.
+    """
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [o.split("=", 1)[0] for job in jobs for o in job]
+    swept = {k for k in keys if "." not in k.lstrip("+~") and len({o for job in jobs for o in job
+                                                                    if o.split("=", 1)[0] == k}) > 1}
+    if not swept:
+        return jobs
+    parser = OverridesParser.create()
+    cache: dict[tuple[str, ...], list[list[str]]] = {}
+    out = []
+    for job in jobs:
+        choice = tuple(o for o in job if o.split("=", 1)[0] in swept)
+        if choice not in cache:
+            given = {o.split("=", 1)[0].lstrip("+~") for o in job}
+            arms = []
+            for key, values in params_of(job).items():
+                if str(key) in given:
+                    continue
+                (o,) = parser.parse_overrides([f"{key}={values}"])
+                arms.append([f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_discrete_sweep()
+                            else [f"{key}={o.get_value_element_as_str()}"])
+            cache[choice] = [list(a) for a in itertools.product(*arms)]
+        out.extend([*job, *arm] for arm in cache[choice])
+    return out
+
+
+def preset_params(job: list[str]) -> dict[str, Any]:
+    """`hydra.sweeper.params` of the config a job's overrides compose to (in the parent, before Hydra runs)."""
+    from hydra.types import RunMode
+
+    from dlx import resolvers, searchpath
+    from dlx.config import explain, register_schema
+
+    resolvers.register()
+    register_schema()
+    source = searchpath.current()
+    try:
+        with searchpath.initialized(source) as hydra:
+            cfg = hydra.compose_config(source.config_name, source.with_searchpath(job), run_mode=RunMode.MULTIRUN,
+                                       with_log_configuration=False)
+    except Exception as e:  # noqa: BLE001 - composition errors, one line
+        raise explain(e) from None
+    return dict(cfg.hydra.sweeper.get("params") or {})
+
+
 # ---- the parent: pick the sweep folder, report at the end -------------------------------------------
 @dataclass
 class Sweep:
@@ -97,10 +157,13 @@ class Sweep:
     reused: bool
     explicit: bool = False  # the command line set hydra.sweep.dir itself
     started: float = field(default_factory=time.time)
+    basic: bool = True  # Hydra's basic sweeper would run it (not Optuna, not a user's sweeper)
 
     @property
     def hydra_overrides(self) -> list[str]:
-        return [] if self.explicit else [f"hydra.sweep.dir={quote(str(self.dir))}"]
+        # dlx's sweeper is the basic one that also runs the sweeps of swept presets (hydra_plugins/dlx_sweeper).
+        sweeper = ["hydra/sweeper=dlx"] if self.basic else []
+        return sweeper + ([] if self.explicit else [f"hydra.sweep.dir={quote(str(self.dir))}"])
 
 
 def quote(value: str) -> str:
@@ -121,7 +184,8 @@ def prepare(overrides: list[str]) -> Sweep:
         reused = find_sweep(sweep_dir.parent, key)
     if reused is not None:
         print(f"dlx: continuing sweep {reused} (sweep.skip_done=false starts a new one)")
-    sweep = Sweep(dir=(reused or sweep_dir).absolute(), reused=reused is not None, explicit=explicit)
+    basic = str(cfg.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+    sweep = Sweep(dir=(reused or sweep_dir).absolute(), reused=reused is not None, explicit=explicit, basic=basic)
     sweep.dir.mkdir(parents=True, exist_ok=True)
     record = sweep.dir / "sweep.json"
     if not record.exists():

@@ -1,6 +1,8 @@
 """Hydra's conventions through the real `dlx` command: user config folders, nothing silently ignored, shell
 completion, preset sweeps, and a console whose output survives logs."""
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,41 @@ def test_typo_suggestions_are_ones_that_work(workdir: Path) -> None:
     assert r.returncode == 2 and "+optimizer.amsgrad=" in r.stderr, r.stderr
     r = run_dlx("train", "+optimizer.amsgrad=true", "trainer.max_steps=1", "trainer.progress=false", cwd=workdir)
     assert r.returncode == 0, r.stderr
+
+
+def test_shell_completion_scripts_and_a_query_without_torch(workdir: Path) -> None:
+    r = run_dlx("train", "--shell-completion", cwd=workdir)  # bare: one line saying what it needs
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "install=SHELL" in r.stderr
+    scripts = {}
+    for shell in ("bash", "zsh", "fish"):
+        r = run_dlx("train", "--shell-completion", f"install={shell}", cwd=workdir)
+        assert r.returncode == 0, r.stderr
+        scripts[shell] = r.stdout
+    assert "compdef _dlx dlx" in scripts["zsh"] and "complete -c dlx" in scripts["fish"]
+    # The bash script, sourced in a real bash, completes through a query that must not need torch: a `torch`
+    # that cannot be imported comes first on the path.
+    fake = workdir / "notorch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('completion must not import torch')\n")
+    user_config(workdir)
+    (workdir / "complete.bash").write_text(scripts["bash"])
+    dlx = run_dlx.__globals__["DLX"]
+    probe = f'''source complete.bash
+complete_at() {{ COMP_LINE="$1"; COMP_POINT=${{#1}}; COMP_WORDS=("$@"); COMP_WORDS=("${{COMP_WORDS[@]:1}}")
+  COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); _dlx_completion; echo "${{COMPREPLY[*]}}"; }}
+complete_at "{dlx} train model=res" {dlx} train model = res
+complete_at "{dlx} train trainer.epo" {dlx} train trainer.epo
+complete_at "{dlx} train -cd myconf model=ti" {dlx} train -cd myconf model = ti
+complete_at "{dlx} tr" {dlx} tr
+'''
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(["bash", "-c", probe], cwd=workdir, capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.splitlines() == ["resnet", "trainer.epochs=", "tiny", "train"], out.stdout + out.stderr
+
+
+
+def test_version(workdir: Path) -> None:
+    from dlx import __version__
+
+    r = run_dlx("--version", cwd=workdir)
+    assert r.returncode == 0 and r.stdout.strip() == f"dlx {__version__}"

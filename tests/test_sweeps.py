@@ -111,14 +111,19 @@ def test_compare_without_runs_is_one_line_error(tmp_path: Path) -> None:
 
 # ---- a sweep killed midway -------------------------------------------------------------------------------
 def test_sweeping_presets_names_the_sweep_after_all_of_them(tmp_path: Path) -> None:
-    out = run_dlx("train", "-m", "experiment=ce_vs_mse,vanishing_gradient", "trainer.max_steps=2", *FAST, cwd=tmp_path)
+    out = run_dlx("train", "-m", "experiment=ce_vs_mse,vanishing_gradient", "trainer.max_steps=1", "data.limit=200",
+                  "trainer.activation_histograms=false", *FAST, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     (sweep,) = sweep_dirs(tmp_path)
     assert sweep.parent.name == "ce_vs_mse+vanishing_gradient"
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0-experiment=ce_vs_mse", "1-experiment=vanishing_gradient"]
+    # Each preset brings its own sweep (ce_vs_mse: loss, vanishing_gradient: model.residual): 4 jobs, not 2.
+    assert [p.name for p in jobs] == ["0-experiment=ce_vs_mse,loss=cross_entropy", "1-experiment=ce_vs_mse,loss=mse",
+                                      "2-experiment=vanishing_gradient,model.residual=False",
+                                      "3-experiment=vanishing_gradient,model.residual=True"]
     # Each run keeps its preset's name (dlx runs, dlx compare and TensorBoard show it), only the folder is shared.
-    assert [json.loads((p / "summary.json").read_text())["name"] for p in jobs] == ["ce_vs_mse", "vanishing_gradient"]
+    names = [json.loads((p / "summary.json").read_text())["name"] for p in jobs]
+    assert names == ["ce_vs_mse"] * 2 + ["vanishing_gradient"] * 2
 
 
 def test_a_sweep_name_must_be_a_folder_name(tmp_path: Path) -> None:

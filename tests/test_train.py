@@ -185,7 +185,7 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("dlx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {f"dlx/conf/{p.relative_to(root / 'conf')}" for p in (root / "conf").rglob("*.yaml")}
-    modules = {str(p.relative_to(root)) for p in (root / "dlx").rglob("*.py")}
+    modules = {str(p.relative_to(root)) for folder in ("dlx", "hydra_plugins") for p in (root / folder).rglob("*.py")}
     assert "dlx/conf/train.yaml" in configs and "dlx/cli.py" in modules
     assert configs <= names, sorted(configs - names)
     assert modules <= names, sorted(modules - names)
