@@ -29,7 +29,7 @@ FUNCTION_PREFIXES = ("dlx.schedulers.", "dlx.init.", "torch.nn.init.", "torchvis
 # Hydra's own keys in a target node; every other key is an argument of the target.
 META_KEYS = ("_target_", "_partial_", "_args_", "_convert_", "_recursive_")
 # Keys a data config declares for models to interpolate (${data.num_classes}) instead of passing them on.
-DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len")
+DATA_DECLARATIONS = ("channels", "size", "num_classes", "in_features", "input_size", "seq_len", "vocab_size")
 
 
 def allowed_prefixes(cfg: DictConfig) -> tuple[str, ...]:

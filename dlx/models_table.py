@@ -8,7 +8,7 @@
 Each model is composed as `dlx train` composes it (with its pre-checks), built on PyTorch's meta device
 (shapes without memory, so a 138 M-parameter VGG costs nothing) and run forward once on a dummy input
 made from the data's declarations alone: images (1, C, S, S), sequences (1, seq_len, input_size),
-vectors (1, in_features). FLOPs come from torch.utils.flop_counter (a multiply-add counts as 2).
+token ids (1, seq_len), vectors (1, in_features). FLOPs come from torch.utils.flop_counter (a multiply-add counts as 2).
 A model that cannot take the shape is listed with the first line of the reason.
 """
 
@@ -90,6 +90,8 @@ def dummy_input(data: Any, device: Any) -> Any:
     """One sample shaped like the data, from its declarations (the data set itself is never loaded)."""
     import torch
 
+    if "seq_len" in data and "vocab_size" in data:  # token ids (text)
+        return torch.zeros((1, int(data.seq_len)), dtype=torch.long, device=device)  # (B, T)
     if "seq_len" in data and "input_size" in data:
         shape = (1, int(data.seq_len), int(data.input_size))  # (B, T, input_size)
     elif "channels" in data and "size" in data:

@@ -69,10 +69,15 @@ class Tracker:
         record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), "time": time.time()}
         rundir.append_metrics(self.run_dir, {**record, **metrics})
 
-    def images(self, step: int, images: dict[str, Tensor]) -> None:
+    def images(self, step: int, images: dict[str, Tensor | str]) -> None:
+        """Image batches (N, C, H, W) in [0, 1] as grids; strings (text samples) to the TEXT tab and train.log."""
         from torchvision.utils import make_grid
 
         for k, v in images.items():
+            if isinstance(v, str):  # indented: TensorBoard renders text as Markdown, code blocks verbatim
+                self.writer.add_text(k, "\n".join("    " + line for line in v.splitlines()), step)
+                log.info("step %d %s:\n%s", step, k, v)
+                continue
             grid = make_grid(v.detach().float().cpu().clamp(0, 1), nrow=min(8, len(v)), padding=1)
             self.writer.add_image(k, grid, step)
 

@@ -56,6 +56,9 @@ def test_every_model_is_listed_with_its_parameter_count(data: str, read) -> None
         if uses(name, "input_size"):  # sequence models need sequence data: listed with the reason
             assert row["builds"].startswith("no: needs data.input_size"), (name, row)
             continue
+        if uses(name, "vocab_size"):  # language models need text
+            assert row["builds"].startswith("no: needs data.vocab_size"), (name, row)
+            continue
         assert row["builds"] in ("yes",) or row["builds"].startswith("n/a"), (name, row)
         assert int(row["params"].replace(",", "")) > 0, (name, row)
         assert re.fullmatch(r"[\d.]+ ?[KMG]?", row["flops"]), (name, row)
@@ -85,6 +88,15 @@ def test_sequence_models_build_on_sequence_data() -> None:
     # An LSTM has 4 gates where the RNN has 1: four times the recurrent weights.
     assert by["lstm"].params > 3 * by["rnn"].params
     assert by["resnet"].problem == "needs data.channels, which Parity does not declare"
+
+
+def test_language_models_build_on_text() -> None:
+    rows, described = models_table.rows(["data=text", "data.length=64", "model=char_rnn,char_lstm,gpt"])
+    by = {r.name: r for r in rows}
+    assert "(1, 64)" in described
+    for name in ("char_rnn", "char_lstm", "gpt"):
+        assert by[name].problem is None and by[name].output == "(1, 64, 98)", by[name]  # next-character logits
+    assert by["char_lstm"].params > 3 * by["char_rnn"].params  # four gates for one
 
 
 def test_names_lists_every_module_with_its_output_shape(capsys: pytest.CaptureFixture) -> None:

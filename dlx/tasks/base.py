@@ -45,7 +45,7 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def visuals(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        """Optional images (N, C, H, W) in [0, 1] for TensorBoard, logged at each validation."""
+        """Optional images (N, C, H, W) in [0, 1] (or strings: text samples) for TensorBoard, at each validation."""
         return {}
 
     def on_fit_start(self, data) -> None:  # noqa: ANN001 - a data module (dlx.data.base.TensorData)
