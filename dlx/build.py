@@ -22,6 +22,7 @@ from dlx.arguments import (
 )
 from dlx.errors import ConfigError, DlxError
 
+
 def create(node: DictConfig, key: str, **extra: Any) -> Any:
     """`hydra.utils.instantiate` whose failures on bad arguments become one clear line naming `key`."""
     try:

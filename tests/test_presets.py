@@ -107,7 +107,8 @@ def test_preset_expands_to_its_jobs_and_each_job_builds(preset: str) -> None:
             key, value = override.split("=")
             if "." in key:
                 assert str(cfg[key.split(".")[0]][key.split(".")[1]]).lower() == value.lower(), (key, value)
-        row = models_table.measure(preset, KINDS.get(preset, "classify"), cfg)  # on the meta device, at the preset's data shape
+        # On the meta device, at the preset's data shape.
+        row = models_table.measure(preset, KINDS.get(preset, "classify"), cfg)
         assert row.problem is None and row.params, (job, row)
 
 

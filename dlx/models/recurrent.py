@@ -99,13 +99,13 @@ class RecurrentLM(nn.Module):
     ):
         super().__init__()
         if cell not in CELLS:
-            raise ConfigError("model.cell", cell, f"choose one of {', '.join(CELLS)}")
+            raise ValueError(f"cell={cell!r} is not allowed: choose one of {', '.join(CELLS)}")
         for key, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("hidden_size", hidden_size),
                            ("num_layers", num_layers)):
             if value < 1:
-                raise ConfigError(f"model.{key}", value, ">= 1")
+                raise ValueError(f"{key}={value!r} is not allowed: >= 1")
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.drop = nn.Dropout(dropout)
         self.rnn = CELLS[cell](embed_dim, hidden_size, num_layers=num_layers, batch_first=True,

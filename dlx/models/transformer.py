@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
-
 
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position t attends to positions <= t."""
@@ -77,11 +75,11 @@ class CausalTransformer(nn.Module):
         for key, value in (("vocab_size", vocab_size), ("block_size", block_size), ("n_layer", n_layer),
                            ("n_head", n_head), ("n_embd", n_embd)):
             if value < 1:
-                raise ConfigError(f"model.{key}", value, ">= 1")
+                raise ValueError(f"{key}={value!r} is not allowed: >= 1")
         if n_embd % n_head:
-            raise ConfigError("model.n_head", n_head, f"must divide model.n_embd={n_embd}")
+            raise ValueError(f"n_head={n_head!r} is not allowed: must divide n_embd={n_embd}")
         if not 0 <= dropout < 1:
-            raise ConfigError("model.dropout", dropout, "a probability in [0, 1)")
+            raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
         self.block_size = block_size
         self.tok = nn.Embedding(vocab_size, n_embd)
         self.pos = nn.Embedding(block_size, n_embd)
