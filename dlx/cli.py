@@ -200,6 +200,13 @@ def launch(argv: list[str]) -> int:
 
         sweep = sweeps.prepare([a for a in argv if not a.startswith("-")])
         argv = [*argv, *sweep.hydra_overrides]
+        if sweep.basic:
+            from hydra.core.plugins import Plugins
+
+            from hydra_plugins.dlx_sweeper import DlxSweeper
+
+            # Hydra's plugin scan misses a package that an editable install maps by a finder: register it.
+            Plugins.instance().register(DlxSweeper)
     try:
         code = hydra_main(argv)
     except KeyboardInterrupt:
