@@ -266,8 +266,9 @@ def _validate_groups(cfg: DictConfig) -> None:
     for key in ("batch_size", "eval_batch_size"):
         if key in data and (not isinstance(data[key], int) or data[key] < 1):
             raise ConfigError(f"data.{key}", data[key], "must be an integer >= 1")
-    if "val_fraction" in data and not 0 < data.val_fraction < 1:
-        raise ConfigError("data.val_fraction", data.val_fraction, "must be in (0, 1)")
+    if "val_fraction" in data and not 0 <= data.val_fraction < 1:
+        raise ConfigError("data.val_fraction", data.val_fraction,
+                          "must be in [0, 1) (0: train on every training image, validate on the test split)")
     if "limit" in data and data.limit is not None and data.limit < 1:
         raise ConfigError("data.limit", data.limit, "must be an integer >= 1 or null")
     if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:

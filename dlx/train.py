@@ -521,14 +521,17 @@ def train_and_test(r: Run) -> int:
 
 
 def test_best(r: Run) -> None:
-    """Evaluate the best weights (by the monitor) on the test split."""
+    """Evaluate the best weights (by the monitor) on the test split; the final ones when validation ran on the
+    test split (data.val_fraction=0): weights picked on the test set would report an optimistic test number."""
     best = r.run_dir / "checkpoints" / "best.pt"
-    if r.is_main and best.exists():
+    use_best = not r.data.val_is_test
+    if r.is_main and use_best and best.exists():
         r.eval_task.load_state_dict(checkpoint.load(best, map_location=r.device)["task"])
     r.test = evaluate(r, "test")
     if r.is_main:
         r.tracker.scalars(r.state.step, r.test)
-        log.info("test (best weights, step %s) %s", r.state.best_step, format_metrics(r.test))
+        which = f"best weights, step {r.state.best_step}" if use_best else f"final weights, step {r.state.step}"
+        log.info("test (%s) %s", which, format_metrics(r.test))
 
 
 RESUME_FIXED = ("seed", "model", "data", "task", "loss", "init")

@@ -54,7 +54,9 @@ class TensorData:
         download: fetch missing files (torchvision data sets only).
         batch_size: training batch size.
         eval_batch_size: batch size for validation and test.
-        val_fraction: share of the training split held out for validation when the set has no val split.
+        val_fraction: share of the training split held out for validation when the set has no val split;
+            0 trains on every training image and validates on the test split (`val_is_test`), as reference
+            recipes that report the test loss after each epoch do (the loop then tests the final weights).
         normalize: standardize images per channel with the training split's mean and std; when false
             images are scaled to [0, 1] (what Bernoulli decoders and GANs want).
         crop_padding: random crop with this zero padding (0 = off).
@@ -92,6 +94,7 @@ class TensorData:
         self.device = torch.device("cpu")
         self.splits: dict[str, Batch] = {}
         self.classes: list[str] | None = None
+        self.val_is_test = False  # set by setup(): validation runs on the test split (val_fraction 0)
 
     # ---- to implement -------------------------------------------------------------------------
     def load(self) -> Splits:
@@ -106,23 +109,29 @@ class TensorData:
         train, val = loaded.train, loaded.val
         if val is None:
             train, val = self._split_val(train)
+        self.val_is_test = val is None
         if self.limit is not None:
             train = tuple(t[: self.limit] for t in train)
         self.classes = loaded.classes
-        splits = {"train": train, "val": val, "test": loaded.test}
+        splits = {"train": train, "test": loaded.test} | ({} if val is None else {"val": val})
         splits = {k: tuple(self._resize(t) for t in v) for k, v in splits.items()}
         store = self.device if self.on_device else torch.device("cpu")
         pin = store.type == "cpu" and self.device.type == "cuda"
         self.splits = {
             k: tuple((t.pin_memory() if pin else t).to(store) for t in v) for k, v in splits.items()
         }
+        if self.val_is_test:  # the same tensors, not a copy
+            self.splits["val"] = self.splits["test"]
         self._fit_normalization(self.splits["train"][0])
 
     def shard(self, rank: int, world_size: int) -> None:
         """Give this process every `world_size`-th training batch (data-parallel training)."""
         self.rank, self.world_size = rank, world_size
 
-    def _split_val(self, train: Batch) -> tuple[Batch, Batch]:
+    def _split_val(self, train: Batch) -> tuple[Batch, Batch | None]:
+        """(train, val) held out with the seed; val None when `val_fraction` is 0 (validate on the test split)."""
+        if self.val_fraction == 0:
+            return train, None
         n = train[0].shape[0]
         n_val = int(round(n * self.val_fraction))
         if not 0 < n_val < n:

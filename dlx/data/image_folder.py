@@ -127,8 +127,9 @@ class ImageFolder(TensorData):
         if len(held) == 2:  # both test/ and val/
             val = (held[1], torch.arange(len(held[1])))
         else:
-            (train_idx,), (val_idx,) = self._split_val((train_idx,))
-            val = (train, val_idx)
+            (train_idx,), held_val = self._split_val((train_idx,))
+            val = test if held_val is None else (train, held_val[0])  # val_fraction 0: validate on the test split
+        self.val_is_test = val is test
         if self.limit is not None:
             train_idx = train_idx[: self.limit]
         return {"train": (train, train_idx), "val": val, "test": test}

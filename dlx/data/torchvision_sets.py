@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dlx.data import idx
 from dlx.data.base import Splits, TensorData
 from dlx.data.cache import cached, regular_files
 from dlx.errors import DlxError
@@ -88,6 +89,10 @@ class TorchvisionData(TensorData):
         """One official split as (x uint8 (N, C, H, W), y int64 (N,), class names)."""
         raise NotImplementedError
 
+    def missing(self) -> list[str]:
+        """The expected files that are not in `folder()`."""
+        return [f for f in self.files() if not os.path.isfile(os.path.join(self.folder(), f))]
+
     def cache_inputs(self) -> list[str]:
         """The files whose names, sizes and times key the cache: everything in `folder()`."""
         return regular_files(self.folder())
@@ -113,7 +118,7 @@ class TorchvisionData(TensorData):
 
     def _error(self, e: BaseException) -> DlxError:
         folder = self.folder()
-        missing = [f for f in self.files() if not os.path.isfile(os.path.join(folder, f))]
+        missing = self.missing()
         if missing and self.download:
             return DlxError(
                 f"{self.name}: could not download into {folder} ({_one_line(e)}); "
@@ -133,30 +138,73 @@ class TorchvisionData(TensorData):
         )
 
 
-# ---- MNIST family: IDX files under <root>/<ClassName>/raw ------------------------------------------
+# ---- MNIST family: IDX files under <root>/<ClassName>/raw, or directly in <root> ----------------------
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
 class MNIST(TorchvisionData):
-    """MNIST handwritten digits, 28x28 grey, 60k train / 10k test (torchvision's IDX reader)."""
+    """MNIST handwritten digits, 28x28 grey, 60k train / 10k test.
+
+    Two layouts of the four official IDX files are read: torchvision's (`<root>/MNIST/raw/`, uncompressed,
+    what `data.download=true` writes; read by torchvision) and a flat folder that holds them directly, plain
+    or gzipped as released (e.g. Debian's `dataset-fashion-mnist`: `data.root=/usr/share/datasets/fashion-mnist`;
+    read by dlx.data.idx in half a second, without torchvision). The flat layout is never cached: nothing is
+    written into a folder that a package or another person owns.
+    """
 
     name = "mnist"
     source_name = "MNIST"
+    class_names = [f"{i} - {w}" for i, w in enumerate(
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))]  # torchvision's
+
+    def flat(self) -> dict[str, str] | None:
+        """{official name: path} when `root` itself holds all four IDX files (plain or .gz), else None."""
+        found = {}
+        for name in IDX_FILES:
+            for candidate in (name, f"{name}.gz"):
+                path = os.path.join(os.path.abspath(self.root), candidate)
+                if os.path.isfile(path):
+                    found[name] = path
+                    break
+        return found if len(found) == len(IDX_FILES) else None
 
     def folder(self) -> str:
+        if self.flat() is not None:
+            return os.path.abspath(self.root)
         # Torchvision's `raw_folder` is <root>/<class name>/raw; the IDX files are read uncompressed.
         return os.path.abspath(os.path.join(self.root, self.source_name, "raw"))
 
     def files(self) -> list[str]:
-        return [os.path.splitext(os.path.basename(url))[0] for url, _ in self.source.resources]
+        return list(IDX_FILES)
+
+    def missing(self) -> list[str]:
+        return [] if self.flat() is not None else super().missing()
+
+    def load(self) -> Splits:
+        return self.decode() if self.flat() is not None else super().load()
 
     def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
+        flat = self.flat()
+        if flat is not None:
+            return self._read_flat(flat, "train" if train else "t10k")
         ds = self.open(lambda: self.source(self.root, train=train, download=self.download))
         return ds.data[:, None], ds.targets.long(), list(ds.classes)  # (N, 1, 28, 28) uint8, (N,)
 
+    def _read_flat(self, paths: dict[str, str], prefix: str) -> tuple[Tensor, Tensor, list[str]]:
+        x = self.open(lambda: idx.read(paths[f"{prefix}-images-idx3-ubyte"]))  # (N, 28, 28) uint8
+        y = self.open(lambda: idx.read(paths[f"{prefix}-labels-idx1-ubyte"]))  # (N,) uint8
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise self._error(ValueError(f"{prefix} images {x.shape} and labels {y.shape} do not match"))
+        return torch.from_numpy(x)[:, None], torch.from_numpy(y.astype(np.int64)), list(self.class_names)
+
 
 class FashionMNIST(MNIST):
-    """Fashion-MNIST: Zalando's clothing images in MNIST's format and shape (10 classes)."""
+    """Fashion-MNIST: Zalando's clothing images in MNIST's format and shape (10 classes), same two layouts."""
 
     name = "fashion_mnist"
     source_name = "FashionMNIST"
+    class_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"]  # torchvision's
 
 
 # ---- CIFAR: pickled batches under <root>/cifar-10-batches-py or <root>/cifar-100-python -----------
