@@ -377,15 +377,19 @@ def write_summary(r: Run, status: str, error: str | None = None) -> None:
 
 
 # ---- set-up -----------------------------------------------------------------------------------------
-def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None, rank: int = 0, world_size: int = 1) -> Run:
-    """Build everything for a run on the configured device; restore `resume_state` when given."""
+def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None, rank: int = 0, world_size: int = 1,
+          data: Any = None) -> Run:
+    """Build everything for a run on the configured device; restore `resume_state` when given.
+
+    `data`: a data module already set up on that device (dlx active's labelled subsets), instead of building one.
+    """
     t = cfg.trainer
     runtime.seed_everything(cfg.seed + rank, t.deterministic)
     device = runtime.pick_device(t.device)
     precision = runtime.pick_precision(t.precision, device)
     if precision == "16" and device.type != "cuda":
         raise ConfigError("trainer.precision", "16", "fp16 needs a CUDA device; use bf16 on this device")
-    data = build.build_data(cfg, device)
+    data = data if data is not None else build.build_data(cfg, device)
     if world_size > 1:
         data.shard(rank, world_size)
     task = build.build_task(cfg)

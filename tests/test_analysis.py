@@ -203,9 +203,6 @@ def commands(runs: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "style": ["viz", "style", "--content", str(img["content"]), "--style", str(img["style"]), "--run", s,
                   "--size", "16", "--steps", "15", "--out", str(tmp / "style")],
         "regress": ["viz", "regress", h],
-        "active": ["active", "model.dropout=0.3", "model.width=64", "trainer.device=cpu", f"paths.experiments={tmp}",
-                   "--acquisition", "bald", "--rounds", "1", "--initial", "20", "--per-round", "20",
-                   "--steps", "30", "--mc-samples", "5", "--out", str(tmp / "active")],
     }
 
 
@@ -267,7 +264,7 @@ def test_refusals_without_vgg_weights_or_dropout(runs, tmp_path, capsys, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # an empty hub cache: no VGG-19 weights
     content = _images(tmp_path)["content"]
     refused_in_process(capsys, ["viz", "style", "--content", str(content), "--style", str(content)], "VGG-19", "--run")
-    refused_in_process(capsys, ["active", f"paths.experiments={tmp_path}", "--rounds", "1", "--steps", "5"],
+    refused_in_process(capsys, ["active", f"paths.experiments={tmp_path}", "--rounds", "1", "trainer.max_steps=5"],
                        "MC-dropout", "model.dropout")
     refused_in_process(capsys, ["viz", "dream", str(runs["shapes"]), "--layer", "nope"], "nope", "features.stem")
     refused_in_process(capsys, ["viz", "gradflow", str(runs["shapes"])], "trainer.log_grad_norms=true")
@@ -394,20 +391,6 @@ def test_aleatoric_model_predicts_noise_growing_with_x(runs, results):
     assert np.abs(sigma - true).mean() < 0.1
     png(runs["hetero"] / "viz" / "regress.png")
 
-
-def test_active_learning_compares_bald_with_random(results, tmp_path_factory):
-    r = ok(results, "active")
-    folder = printed_paths(r)[0].parent
-    report = json.loads((folder / "active.json").read_text())
-    curves = report["acquisitions"]
-    assert list(curves) == ["bald", "random"]
-    for c in curves.values():
-        assert c["labels"] == [20, 40] and len(c["test_acc"]) == 2 and len(c["acquired"][0]) == 20
-    assert curves["bald"]["test_acc"][0] == curves["random"]["test_acc"][0]  # same start, same seed
-    assert set(curves["bald"]["acquired"][0]) != set(curves["random"]["acquired"][0])
-    png(folder / "active.png")
-    assert {"active/bald/test_acc", "active/random/test_acc"} <= set(events(folder).Tags()["scalars"])
-    assert "random" in r.stdout and "labels" in r.stdout  # the printed table
 
 
 def test_mask_mass_and_pointing_game_on_synthetic_maps():
