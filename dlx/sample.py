@@ -3,6 +3,7 @@ from a trained language model.
 
     dlx sample RUN_DIR [--n 64] [--out FILE.png] [--nrow 8] [--seed 0] [--device auto]
     dlx sample RUN_DIR --interpolate [--n 64] [--steps 8]    # walks between pairs of latent points (VAE, GAN)
+    dlx sample RUN_DIR --class 3 [--n 64]                  # a class-conditional GAN (task.conditional=true)
     dlx sample LM_RUN_DIR [--prompt TEXT] [--length 500] [--temperature 0.8] [--n 1]   # task=lm: text
 
 The run's task is rebuilt from its `.hydra/config.yaml` (shapes come from the config's data
@@ -10,7 +11,8 @@ declarations; no data is loaded) and given the weights of `checkpoints/best.pt` 
 Samples come from the prior: z ~ N(0, I) decoded (VAE: the decoder's mean; GAN: the generator in eval
 mode), or pixel by pixel (PixelCNN). A language model (task=lm) continues `--prompt` character by
 character, free running (it reads only the prompt and what it drew itself), at `--temperature`; the
-text is printed and written to RUN_DIR/samples.txt (or --out).
+text is printed and written to RUN_DIR/samples.txt (or --out). A class-conditional GAN draws class
+`--class` (default: one class per row of the grid, classes 0, 1, ... in turn).
 
 `--interpolate` draws n / steps pairs (z0, z1) and decodes `steps` points along the great circle between
 them (spherical interpolation, which keeps the points at the norm typical of a Gaussian; a straight line
@@ -36,6 +38,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=8, help="images per interpolation (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--class", dest="label", type=int, default=None,
+                   help="class-conditional GANs: the class to draw (default one class per row)")
     p.add_argument("--prompt", default="\n", help="language models: the text to continue (default a newline)")
     p.add_argument("--length", type=int, default=500, help="language models: characters to draw (default 500)")
     p.add_argument("--temperature", type=float, default=0.8,
@@ -91,6 +95,8 @@ def main(argv: list[str]) -> int:
     if hasattr(task, "sample_text"):  # a language model: text, not images
         return sample_text(task, args)
     args.n = 64 if args.n is None else args.n
+    if args.label is not None and not getattr(task, "conditional", False):
+        raise DlxError(f"{args.run_dir} is not class-conditional: --class needs a run with task.conditional=true")
     device = next(task.buffers()).device
     g = torch.Generator(device=device).manual_seed(args.seed)
     nrow = args.nrow
@@ -100,8 +106,13 @@ def main(argv: list[str]) -> int:
         rows = max(1, args.n // args.steps)
         z0, z1 = task.prior(rows, g), task.prior(rows, g)
         z = slerp(z0, z1, torch.linspace(0, 1, args.steps, device=device))  # (rows, steps, D)
-        images = task.generate(z.flatten(0, 1))
+        if getattr(task, "conditional", False):  # one class per walk: --class, or 0, 1, ... row by row
+            images = task.generate(z.flatten(0, 1), task.class_labels(rows * args.steps, args.label, args.steps))
+        else:
+            images = task.generate(z.flatten(0, 1))
         nrow = args.steps
+    elif getattr(task, "conditional", False):
+        images = task.sample(args.n, g, label=args.label, per_row=nrow)
     else:
         images = task.sample(args.n, g)
     out = args.out or args.run_dir / ("interpolation.png" if args.interpolate else "samples.png")
