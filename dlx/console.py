@@ -3,11 +3,12 @@
 from typing import Any
 
 from omegaconf import OmegaConf
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-console = Console()
+from dlx import term
+
+console = term.console()  # never hard-wrapped in a log: the run folder's path stays one line to copy
 
 
 def config_tree(cfg: Any) -> Tree:
@@ -27,7 +28,7 @@ def config_tree(cfg: Any) -> Tree:
 def start(r: Any) -> None:
     console.print(config_tree(r.cfg))
     console.print(f"[bold]run[/] {r.run_dir}  device={r.device} precision={r.precision} "
-                  f"params={r.meta.get('params'):,} steps={r.total_steps} ({r.steps_per_epoch}/epoch)")
+                  f"params={r.meta.get('params'):,} steps={r.total_steps} ({r.steps_per_epoch}/epoch)", soft_wrap=True)
 
 
 def finish(r: Any, status: str) -> None:
@@ -42,5 +43,5 @@ def finish(r: Any, status: str) -> None:
         table.add_row(f"best {r.monitor} (step {r.state.best_step})", f"{r.state.best:.4f}")
     console.print(table)
     if r.error:
-        console.print(f"[red]{r.error}")
-    console.print(f"run folder: {r.run_dir}")
+        console.print(f"[red]{r.error}", soft_wrap=True)
+    console.print(f"run folder: {r.run_dir}", soft_wrap=True)

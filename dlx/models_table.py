@@ -191,8 +191,10 @@ def rows(overrides: list[str]) -> tuple[list[Row], str]:
             raise ConfigError(key, o.partition("=")[2], f"no listed model has the key '{key.split('.')[1]}'")
     data = base_config(rest).data  # a mistake in the data or trainer overrides stops here, in one line
     described = f"{data._target_.rsplit('.', 1)[-1]} input {tuple(dummy_input(data, 'meta').shape)}"
+    from dlx import term
+
     out = []
-    for name in names:
+    for name in term.progress(names, len(names), "dlx models: measuring", label=str):
         try:
             cfg = composed([f"model={name}", *overrides_for(keys[name], rest)])
         except DlxError as e:  # e.g. the model interpolates ${data.channels} and the data is a sequence
@@ -244,8 +246,12 @@ def human(n: int | None) -> str:
 
 
 def print_table(table_rows: list[Row], described: str) -> None:
-    from rich.console import Console
+    """One line per model; why a model does not build at this shape is a numbered note under the table, so the
+    table fits a terminal and no row spreads over several lines."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from dlx import term
 
     table = Table(title=f"{len(table_rows)} models at {described}",
                   caption="FLOPs: one forward pass of one sample in eval mode (a multiply-add counts 2)")
@@ -254,19 +260,26 @@ def print_table(table_rows: list[Row], described: str) -> None:
     table.add_column("params", justify="right", no_wrap=True)
     table.add_column("FLOPs", justify="right", no_wrap=True)
     table.add_column("output", no_wrap=True)
-    table.add_column("builds at this shape")
+    table.add_column("builds", no_wrap=True)
+    notes = []
     for r in table_rows:
-        ok = "[green]yes[/]" if r.problem is None else f"[red]no[/]: {r.problem}"
-        if r.problem and r.problem.startswith("n/a"):
-            ok = f"[yellow]{r.problem}[/]"
+        ok = "[green]yes[/]"
+        if r.problem is not None:
+            notes.append(f"({len(notes) + 1}) {r.name}: {escape(r.problem)}")
+            word = "[yellow]n/a[/]" if r.problem.startswith("n/a") else "[red]no[/]"
+            ok = f"{word} ({len(notes)})"
         table.add_row(r.name, r.kind, f"{r.params:,}" if r.params is not None else "", human(r.flops), r.output, ok)
-    Console().print(table)
+    out = term.console()
+    out.print(table)
+    for note in notes:
+        out.print(note, soft_wrap=True)  # a long reason wraps where the terminal wraps it, never mid-table
 
 
 def print_names(overrides: list[str]) -> None:
     """Every module of one model: dotted name, type, parameters (with children), output shape."""
-    from rich.console import Console
     from rich.table import Table
+
+    from dlx import term
 
     files = model_files()
     names, rest = split_overrides(overrides, files)
@@ -295,9 +308,10 @@ def print_names(overrides: list[str]) -> None:
         if n:
             params = sum(p.numel() for p in m.parameters())
             table.add_row(n, type(m).__name__, f"{params:,}" if params else "", outputs.get(n, ""))
-    Console().print(table)
+    out = term.console()
+    out.print(table)
     if "(forward)" in outputs:
-        Console().print(f"[red]forward pass {outputs['(forward)']}[/]")
+        out.print(f"[red]forward pass {outputs['(forward)']}[/]")
 
 
 def main(argv: list[str]) -> int:

@@ -78,8 +78,9 @@ def _sort_value(summary: dict[str, Any], key: str) -> float:
 
 
 def print_table(runs: list[dict[str, Any]], root: Path, unreadable: list[rundir.Unreadable] = ()) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from dlx import term
 
     columns = sorted({k for s in runs for k in main_metrics(s)})
     title = f"{len(runs)} runs under {root}" + (f", {len(unreadable)} unreadable" if unreadable else "")
@@ -100,4 +101,7 @@ def print_table(runs: list[dict[str, Any]], root: Path, unreadable: list[rundir.
         folder = e.path.parent if e.path.name == rundir.SUMMARY else e.path
         where = str(folder.relative_to(root)) if folder.is_relative_to(root) and folder != root else str(folder)
         table.add_row("?", where, "[red]unreadable[/]", *("" for _ in columns), "")
-    Console(width=200).print(table)
+    out = term.console()
+    if out.is_terminal:
+        out.width = max(out.width, 200)  # narrower terminals scroll sideways rather than fold every row
+    out.print(table)

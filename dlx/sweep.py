@@ -260,8 +260,9 @@ def changed_jobs(sweep_dir: Path) -> list[Path]:
 
 def report(sweep: Sweep) -> int:
     """Print what each job of this invocation did; return the worst exit code among them."""
-    from rich.console import Console
     from rich.table import Table
+
+    from dlx import term
 
     jobs = read_jobs(sweep.dir)
     counts: dict[str, int] = {}
@@ -278,9 +279,9 @@ def report(sweep: Sweep) -> int:
         folder = Path(j["dir"])
         where = folder.name if folder.parent == sweep.dir else _relative(j["dir"])
         table.add_row(str(j["num"]), " ".join(overrides), outcome, shown, where)
-    console = Console(width=max(120, Console().width))
+    console = term.console()
     done = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
-    console.print(f"[bold]sweep[/] {_relative(str(sweep.dir))}: {done}")
+    console.print(f"[bold]sweep[/] {_relative(str(sweep.dir))}: {done}", soft_wrap=True)
     console.print(table)
     best = optuna_best(sweep.dir, jobs)
     if best:

@@ -130,3 +130,12 @@ def test_version(workdir: Path) -> None:
 
     r = run_dlx("--version", cwd=workdir)
     assert r.returncode == 0 and r.stdout.strip() == f"dlx {__version__}"
+
+
+def test_models_table_in_a_log_keeps_one_line_per_model_and_shows_progress(workdir: Path) -> None:
+    r = run_dlx("models", "model=mlp,lstm", cwd=workdir, env={"COLUMNS": "40"})  # not a terminal, narrow
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and "lstm" in rows[1] and "no (1)" in rows[1]
+    assert "(1) lstm: needs data.input_size, which Digits does not declare" in r.stdout.splitlines()
+    assert "dlx models: measuring 1/2 mlp" in r.stderr

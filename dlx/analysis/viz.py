@@ -185,25 +185,30 @@ def embed(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from dlx import term
     from dlx.analysis import embed as E
     from dlx.analysis.loading import display, test_images
     from dlx.errors import DlxError
 
     _check_positive(n=args.n)
-    run, out = _open(args, images=False)
-    batch = test_images(run, n=args.n)
+    with term.status("dlx viz embed: loading the run and its test images"):
+        run, out = _open(args, images=False)
+        batch = test_images(run, n=args.n)
     x, y = batch[0], batch[1]
     if y.is_floating_point() or y.dim() != 1:
         raise DlxError("dlx viz embed colours points by class: it needs a classification run")
     bs = getattr(run.data, "eval_batch_size", 512)
-    z = torch.cat([E.penultimate(run.model, x[i : i + bs]) for i in range(0, len(x), bs)]).cpu()
+    with term.status(f"dlx viz embed: penultimate features of {len(x)} test images"):
+        z = torch.cat([E.penultimate(run.model, x[i : i + bs]) for i in range(0, len(x), bs)]).cpu()
     labels = y.cpu().numpy()
     names = run.data.classes or [str(i) for i in range(int(labels.max()) + 1)]
     sprites = display(run.data, x).cpu() if x.dim() == 4 else None
-    out.writer.add_embedding(z, metadata=[names[i] for i in labels], label_img=sprites, global_step=run.step,
-                             tag="penultimate")
+    with term.status("dlx viz embed: TensorBoard projector files"):
+        out.writer.add_embedding(z, metadata=[names[i] for i in labels], label_img=sprites, global_step=run.step,
+                                 tag="penultimate")
     zn = z.numpy()
-    t = E.tsne(zn, args.seed)
+    with term.status(f"dlx viz embed: t-SNE of {len(zn)} points in {zn.shape[1]} dimensions (the slow part)"):
+        t = E.tsne(zn, args.seed)
     p, ratio = E.pca2(zn)
     out.image("tsne", E.scatter_figure(t, labels, names, f"t-SNE of penultimate features ({len(zn)} test samples)",
                                        "t-SNE 1", "t-SNE 2").render())
