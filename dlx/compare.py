@@ -26,7 +26,9 @@ from dlx.errors import DlxError
 from dlx.runs import best_mode
 
 # Override keys that never tell two settings apart: where outputs go, the progress bar, sweep bookkeeping.
-IGNORED = ("seed", "trainer.progress", "name")
+IGNORED = ("trainer.progress", "name")
+# Override keys whose runs are pooled into one group (mean +- std), unless `--by` pivots on them.
+POOLED = ("seed",)
 IGNORED_PREFIXES = ("paths.", "hydra.", "hydra/", "sweep.")
 HIDDEN_METRICS = ("lr", "perf/", "grad_norm", "train/grad_norm")
 
@@ -124,7 +126,8 @@ def read_overrides(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def group_runs(runs: list[RunRecord], drop: tuple[str, ...] = ()) -> list[Group]:
+def group_runs(runs: list[RunRecord], drop: tuple[str, ...] = POOLED) -> list[Group]:
+    """Runs grouped by their overrides minus `drop` (by default the seed: seeds are pooled)."""
     groups: dict[tuple, Group] = {}
     for r in runs:
         key = tuple(sorted((k, v) for k, v in r.overrides.items() if k not in drop))
@@ -352,7 +355,7 @@ def main(argv: list[str]) -> int:
         metric = args.metric
         mode = best_mode(metric)
     metrics = metric_columns(done, args.metrics.split(",") if args.metrics else None)
-    groups = rank(group_runs(done), metric, mode)
+    groups = rank(group_runs(done, drop=tuple(k for k in POOLED if k != args.by)), metric, mode)
     keys = varying_keys(groups)
     note = ", ".join(f"{n} {s}" for s, n in others.items())
     note = f"not counted: {note} run(s)" if note else ""

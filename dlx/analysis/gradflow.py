@@ -33,17 +33,36 @@ def read(run_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def over_training_figure(steps: np.ndarray, norms: dict[str, np.ndarray], max_lines: int = 20):  # noqa: ANN201
-    """One line per layer (at most `max_lines`, evenly picked from input to output) over the steps."""
+    """One line per layer (at most `max_lines`, evenly picked from input to output) over the steps, coloured by
+    depth (dark blue at the input to yellow at the output); the legend names every line when they are few, else
+    the first, a few in between and the last, with their place in the net."""
     from dlx.analysis.plot import Figure
 
     names = list(norms)
     if len(names) > max_lines:
         names = [names[i] for i in np.linspace(0, len(names) - 1, max_lines).round().astype(int)]
-    fig = Figure("per-layer gradient norm during training", xlabel="step", ylabel="gradient L2 norm", logy=True,
-                 size=(860, 520), legend="upper right" if len(names) <= 12 else "none")
-    for name in names:
-        fig.line(steps, norms[name], label=name)
+    labelled = set(names) if len(names) <= 8 else {names[i] for i in np.linspace(0, len(names) - 1, 5).round()
+                                                                              .astype(int)}
+    fig = Figure("per-layer gradient norm during training (colour: depth, dark = input side)", xlabel="step",
+                 ylabel="gradient L2 norm", logy=True, size=(860, 520), legend="upper right")
+    for i, name in enumerate(names):
+        where = "input side" if i == 0 else "output side" if i == len(names) - 1 else f"layer {i + 1}/{len(names)}"
+        fig.line(steps, norms[name], label=f"{name} ({where})" if name in labelled else None,
+                 color=depth_colour(i / max(len(names) - 1, 1)))
     return fig
+
+
+# viridis at 0, 1/4, 1/2, 3/4, 1: dark blue -> teal -> green -> yellow, readable in grey too.
+VIRIDIS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+
+
+def depth_colour(t: float) -> str:
+    """'#rrggbb' at `t` in [0, 1] along viridis (linear between its anchors)."""
+    pos = min(max(t, 0.0), 1.0) * (len(VIRIDIS) - 1)
+    i = min(int(pos), len(VIRIDIS) - 2)
+    f = pos - i
+    r, g, b = (round(a + (c - a) * f) for a, c in zip(VIRIDIS[i], VIRIDIS[i + 1], strict=True))
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def profile_figure(steps: np.ndarray, norms: dict[str, np.ndarray]):  # noqa: ANN201

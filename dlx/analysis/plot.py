@@ -177,12 +177,7 @@ class Figure:
         W, H = self.size
         img = Image.new("RGB", (W, H), "white")
         f, small = font(13), font(11)
-        probe = ImageDraw.Draw(img)
-        tick_room = max((probe.textlength(label[:MAX_TICK], font=small) for _, label in self.xticks or []), default=0)
-        left, right, top = 78, 20, 36 if self.title else 16
-        bottom = 58 if self.xticks is None else int(tick_room) + 40
-        x0, x1, y0, y1 = self._limits()
-        pw, ph = W - left - right, H - top - bottom
+        left, top, pw, ph, (x0, x1, y0, y1) = self._frame()
 
         def px(x: np.ndarray) -> np.ndarray:
             return left + (np.asarray(x, dtype=float) - x0) / (x1 - x0) * pw
@@ -192,13 +187,9 @@ class Figure:
 
         d = ImageDraw.Draw(img)
         # grid and ticks
-        yticks = [float(t) for t in range(math.ceil(y0), math.floor(y1) + 1)] if self.logy else nice_ticks(y0, y1)
-        if self.logy and len(yticks) < 2:
-            yticks = nice_ticks(y0, y1)
-        for t in yticks:
+        for t, label in self._yticks(y0, y1):
             yy = float(py(t))
             d.line([(left, yy), (left + pw, yy)], fill=(230, 230, 230))
-            label = tick_label(t, self.logy and float(t).is_integer())
             tw = d.textlength(label, font=small)
             d.text((left - 6 - tw, yy - 7), label, fill="black", font=small)
         if self.xticks is None:
@@ -223,6 +214,34 @@ class Figure:
             _vertical_text(img, self.ylabel + (" (log)" if self.logy else ""), (6, top + ph // 2), f, centre=True)
         self._draw_legend(img, (left, top, left + pw, top + ph), small)
         return img
+
+    def _yticks(self, y0: float, y1: float) -> list[tuple[float, str]]:
+        """(position on the axis, label) of the y ticks. A log axis spanning two powers of ten or more is ticked
+        at the powers; a narrower one at round values of the data itself (0.2, 0.3, 0.5), never at the
+        exponents (a loss axis labelled "-0.2, -0.4" reads as negative losses)."""
+        if not self.logy:
+            return [(t, tick_label(t)) for t in nice_ticks(y0, y1)]
+        powers = [float(t) for t in range(math.ceil(y0), math.floor(y1) + 1)]
+        if len(powers) >= 2:
+            return [(t, tick_label(t, log=True)) for t in powers]
+        values = [v for v in nice_ticks(10 ** y0, 10 ** y1, n=5) if v > 0]
+        return [(math.log10(v), f"{v:.3g}") for v in values]
+
+    def pixel(self, x: float, y: float) -> tuple[float, float]:
+        """Where the data point (x, y) lands in the rendered image (for tests that read a plot back)."""
+        left, top, pw, ph, (x0, x1, y0, y1) = self._frame()
+        ty = float(self._ty(np.array([y]))[0])
+        return left + (x - x0) / (x1 - x0) * pw, top + ph - (ty - y0) / (y1 - y0) * ph
+
+    def _frame(self) -> tuple[int, int, int, int, tuple[float, float, float, float]]:
+        """Left and top margin, plot width and height in pixels, and the data limits."""
+        W, H = self.size
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        small = font(11)
+        tick_room = max((probe.textlength(label[:MAX_TICK], font=small) for _, label in self.xticks or []), default=0)
+        left, right, top = 78, 20, 36 if self.title else 16
+        bottom = 58 if self.xticks is None else int(tick_room) + 40
+        return left, top, W - left - right, H - top - bottom, self._limits()
 
     def _draw_artists(self, img: Image.Image, px, py, box: tuple[int, int, int, int]) -> None:  # noqa: ANN001
         layer = Image.new("RGBA", img.size, (0, 0, 0, 0))

@@ -117,16 +117,27 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def reliability_figure(cal: dict, title: str):  # noqa: ANN201 - dlx.analysis.plot.Figure
-    """Accuracy per confidence bin against the diagonal, with the gap to it shaded."""
+    """Accuracy per confidence bin (blue bars) against the diagonal, each bin's mean confidence as a black dot,
+    and the gap between the two in the middle half of the bin: red where the model is overconfident (mean
+    confidence above accuracy), green where it is underconfident. Every bar is one bin of `cal` (the JSON)."""
     from dlx.analysis.plot import Figure
 
     lower, upper = np.array(cal["lower"]), np.array(cal["upper"])
     acc, conf, count = np.array(cal["accuracy"]), np.array(cal["confidence"]), np.array(cal["count"])
     used = count > 0
+    quarter = (upper - lower) / 4
+    inner_lo, inner_hi = lower + quarter, upper - quarter
+    over, under = used & (conf > acc), used & (conf < acc)
     fig = Figure(f"{title}  (ECE {cal['ece']:.3f})", xlabel="confidence", ylabel="accuracy",
                  xlim=(0, 1), ylim=(0, 1), legend="upper left")
-    fig.bars(lower[used], upper[used], acc[used], label="accuracy", color="#1f77b4", alpha=0.85)
-    fig.bars(lower[used], upper[used], conf[used], label="gap to confidence", color="#d62728", alpha=0.3,
-             bottom=acc[used])
+    fig.bars(lower[used], upper[used], acc[used], label="accuracy of the bin", color="#1f77b4", alpha=0.85)
+    if over.any():
+        fig.bars(inner_lo[over], inner_hi[over], conf[over], bottom=acc[over], color="#d62728", alpha=0.75,
+                 label="overconfident: confidence > accuracy")
+    if under.any():
+        fig.bars(inner_lo[under], inner_hi[under], acc[under], bottom=conf[under], color="#2ca02c", alpha=0.75,
+                 label="underconfident: confidence < accuracy")
+    fig.scatter((lower[used] + upper[used]) / 2, conf[used], label="mean confidence of the bin", color="black",
+                radius=3)
     fig.line([0, 1], [0, 1], label="perfect calibration", color="gray")
     return fig
