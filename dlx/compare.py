@@ -26,7 +26,7 @@ from dlx.errors import DlxError
 from dlx.runs import best_mode
 
 # Override keys that never tell two settings apart: where outputs go, the progress bar, sweep bookkeeping.
-IGNORED = ("trainer.progress", "name")
+IGNORED = ("trainer.progress", "trainer.print_config", "name", "tags")
 # Override keys whose runs are pooled into one group (mean +- std), unless `--by` pivots on them.
 POOLED = ("seed",)
 IGNORED_PREFIXES = ("paths.", "hydra.", "hydra/", "sweep.")

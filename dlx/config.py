@@ -57,6 +57,7 @@ class TrainerSchema:
     overfit_batches: int = 0
     detect_anomaly: bool = False
     progress: bool = True
+    print_config: bool = True
     devices: int = 1
 
 
@@ -92,6 +93,7 @@ class RootSchema:
     allowed_targets: list[str] = field(default_factory=list)
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     sweep: SweepSchema = field(default_factory=SweepSchema)
     claim: Any = None  # a preset's lecture claim and its criterion, read by `dlx claims` (dlx/claims.py)
 

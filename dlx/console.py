@@ -26,7 +26,8 @@ def config_tree(cfg: Any) -> Tree:
 
 
 def start(r: Any) -> None:
-    console.print(config_tree(r.cfg))
+    if r.cfg.trainer.print_config:  # trainer.print_config=false: only the one line below
+        console.print(config_tree(r.cfg))
     console.print(f"[bold]run[/] {r.run_dir}  device={r.device} precision={r.precision} "
                   f"params={r.meta.get('params'):,} steps={r.total_steps} ({r.steps_per_epoch}/epoch)", soft_wrap=True)
 

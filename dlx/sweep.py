@@ -35,7 +35,8 @@ from dlx.config import SweepSchema
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 
 # Keys that do not change what a job trains: they stay out of its config hash.
-VOLATILE = ("paths", "sweep", "hydra", "trainer.progress", "data.root", "data.download")
+VOLATILE = ("paths", "sweep", "hydra", "trainer.progress", "trainer.print_config", "tags", "data.root",
+            "data.download")
 # Statuses after which training the same config again would give the same result.
 DONE = ("completed", "diverged")
 # Files a fresh start in a job's own folder replaces (an earlier attempt that never reached a checkpoint).
@@ -78,7 +79,8 @@ def sweep_key(overrides: list[str]) -> str:
 
 def _volatile_override(override: str) -> bool:
     key = override.lstrip("+~").split("=", 1)[0]
-    return key.startswith(("hydra.", "hydra/", "paths.", "sweep.")) or key in ("trainer.progress", "paths", "sweep")
+    return key.startswith(("hydra.", "hydra/", "paths.", "sweep.")) or key in (
+        "trainer.progress", "trainer.print_config", "tags", "paths", "sweep")
 
 
 def read_sha(run_dir: Path) -> str | None:

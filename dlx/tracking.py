@@ -28,6 +28,8 @@ def flat_hparams(node: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flat_hparams(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(node, bool | int | float | str):
         out[prefix.replace("._target_", "")] = node
+    elif prefix == "tags" and isinstance(node, list | tuple):
+        out[prefix] = ",".join(map(str, node))  # HParams filters by text: "baseline,fast"
     elif isinstance(node, list | tuple):
         out[prefix] = str(list(node))
     elif node is None:

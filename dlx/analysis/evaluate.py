@@ -63,6 +63,7 @@ def main(argv: list[str]) -> int:
 
     if isinstance(run.task, Classify):
         probs, labels = collect_probs(run, s, None)
+        result["mistakes"] = mistakes_report(out, run, s, probs, labels)
         report = classification_report(out, probs[None], labels, s, args.bins, "deterministic")
         result["calibration"] = report.pop("reliability")
         result["metrics"].update(report)
@@ -73,6 +74,8 @@ def main(argv: list[str]) -> int:
             result["mc_dropout"] = {"samples": args.mc_samples, **report, "calibration": calibration}
     elif args.mc_samples and hasattr(run.task, "predict"):
         result["mc_dropout"] = {"samples": args.mc_samples, **regression_report(run, s, args.mc_samples)}
+    if not isinstance(run.task, Classify):
+        task_visuals(out, run, s)
     flat = {f"{s}/{k}": v for k, v in result["metrics"].items() if isinstance(v, float)}
     flat.update({f"{s}/mc_{k}": v for k, v in result.get("mc_dropout", {}).items() if isinstance(v, float)})
     out.scalars({f"eval/{k}": v for k, v in flat.items()})
@@ -111,6 +114,61 @@ def collect_probs(run, split: str, samples: int | None) -> tuple[Any, Any]:  # n
                 probs.append(run.model(x).float().softmax(-1).cpu())
             labels.append(y.cpu())
     return torch.cat(probs, dim=-2), torch.cat(labels)
+
+
+def mistakes_report(out, run, split: str, probs, labels) -> dict[str, Any]:  # noqa: ANN001
+    """Confusion matrix and the most confidently wrong images of the split: PNGs and TensorBoard images."""
+    from dlx.analysis import mistakes
+    from dlx.analysis.loading import display
+
+    picked = mistakes.confident_mistakes(probs, labels)
+    pixels = images_at(run, split, picked.tolist())
+    pixels = display(run.data, pixels) if pixels is not None else None
+    full = pixels if pixels is None else pixels.new_zeros((len(labels), *pixels.shape[1:]))
+    if full is not None:
+        full[picked] = pixels
+    names = list(getattr(run.data, "classes", None) or [])
+    images, numbers = mistakes.figures(full, probs, labels, names, f"{split}, {run.checkpoint.stem} weights "
+                                       f"(step {run.step})")
+    for name, img in images.items():
+        out.image(f"{name}-{split}", img)
+    return numbers
+
+
+def images_at(run, split: str, indices: list[int]):  # noqa: ANN001, ANN201 - LoadedRun -> Tensor | None
+    """The inputs (k, C, H, W) at `indices` of the split, in that order (None for non-image inputs)."""
+    import torch
+
+    wanted, found, offset = {i: n for n, i in enumerate(indices)}, {}, 0
+    for batch in run.data.batches(split):
+        x = batch[0]
+        if x.dim() != 4:
+            return None
+        for i in range(offset, offset + len(x)):
+            if i in wanted:
+                found[wanted[i]] = x[i - offset].cpu()
+        offset += len(x)
+    if not found:
+        return torch.zeros((0, 1, 1, 1))
+    return torch.stack([found[n] for n in range(len(indices))])
+
+
+def task_visuals(out, run, split: str) -> None:  # noqa: ANN001
+    """The images a task makes at validation (reconstructions, samples, masks), from the evaluated weights in
+    eval mode, on the split's first batch."""
+    import torch
+    from torchvision.utils import make_grid
+
+    from dlx.analysis.images import to_pil
+
+    run.task.eval()
+    with torch.no_grad():
+        visuals = run.task.visuals(next(iter(run.data.batches(split))))
+    for name, v in visuals.items():
+        if isinstance(v, str):
+            continue
+        grid = make_grid(v.detach().float().cpu().clamp(0, 1), nrow=min(8, len(v)), padding=1)
+        out.image(f"{name.replace('/', '_')}-{split}", to_pil(grid))
 
 
 def classification_report(out, probs, labels, split: str, bins: int, kind: str) -> dict[str, Any]:  # noqa: ANN001
