@@ -1,6 +1,7 @@
 """Hydra's conventions through the real `dlx` command: user config folders, nothing silently ignored, shell
 completion, preset sweeps, and a console whose output survives logs."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -139,3 +140,65 @@ def test_models_table_in_a_log_keeps_one_line_per_model_and_shows_progress(workd
     assert len(rows) == 2 and "lstm" in rows[1] and "no (1)" in rows[1]
     assert "(1) lstm: needs data.input_size, which Digits does not declare" in r.stdout.splitlines()
     assert "dlx models: measuring 1/2 mlp" in r.stderr
+
+
+LONG_NAME = "a_run_name_long_enough_that_its_folder_would_wrap_in_a_narrow_log"
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Two seeds of a short run, trained as in a SLURM log: not a terminal, 40 columns. Early stopping with
+    monitor val/loss in mode max stops at the second validation (step 20), since the loss falls."""
+    cwd = tmp_path_factory.mktemp("seeds")
+    r = run_dlx("train", "-m", "seed=0,1", "trainer.max_steps=300", "trainer.val_every=10", "trainer.early_stop=1",
+                "trainer.monitor=val/loss", "trainer.monitor_mode=max", "tags=[baseline,fast]",
+                "trainer.print_config=false", f"name={LONG_NAME}", cwd=cwd, env={"COLUMNS": "40"})
+    assert r.returncode == 0, r.stderr
+    return cwd, r
+
+
+def test_compare_by_seed_after_a_seed_sweep(seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    cwd, _ = seed_sweep
+    r = run_dlx("compare", f"experiments/{LONG_NAME}", "--by", "seed", "--csv", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    header = r.stdout.splitlines()[0].split(",")
+    assert header[1:] == ["seed=0", "seed=1"], header
+
+
+def test_eval_reliability_bars_match_their_bins_and_mistakes_are_drawn(
+        seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    from PIL import Image
+
+    from dlx.analysis import uncertainty
+
+    cwd, _ = seed_sweep
+    run = run_dirs(cwd / "experiments")[0]
+    r = run_dlx("eval", str(run), "--bins", "5", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((run / "eval-test.json").read_text())
+    cal = result["calibration"]
+    img = Image.open(run / "eval" / "reliability-test.png").convert("RGB")
+    fig = uncertainty.reliability_figure(cal, "probe")  # the same layout: maps data to pixels
+    checked = 0
+    for lo, hi, n, acc, conf in zip(cal["lower"], cal["upper"], cal["count"], cal["accuracy"], cal["confidence"],
+                                    strict=True):
+        if not n or lo < 0.35:  # low bins sit under the legend
+            continue
+        x_outer = lo + 0.1 * (hi - lo)
+        for y, blue in ((acc / 2, True), (acc + (1 - acc) / 2, False)):  # inside the accuracy bar, above it
+            if abs(y - x_outer) < 0.03 or (not blue and 1 - acc < 0.04):
+                continue  # the diagonal, or no room above the bar
+            r_, g, b = img.getpixel(tuple(int(v) for v in fig.pixel(x_outer, y)))
+            assert (b > r_ + 40) == blue, (lo, hi, acc, y, (r_, g, b))
+        if abs(conf - acc) > 0.04:  # the gap, coloured by its direction
+            r_, g, b = img.getpixel(tuple(int(v) for v in fig.pixel((lo + hi) / 2, (acc + conf) / 2)))
+            assert (r_ > g) == (conf > acc), (lo, hi, acc, conf, (r_, g, b))
+        checked += 1
+    assert checked >= 1
+    assert (run / "eval" / "confusion_matrix-test.png").is_file()
+    assert (run / "eval" / "confident_mistakes-test.png").is_file()
+    matrix = result["mistakes"]["confusion_matrix"]
+    assert sum(map(sum, matrix)) == sum(cal["count"])  # every test image counted once
+    wrong = result["mistakes"]["confident_mistakes"]
+    assert all(m["predicted"] != m["true"] for m in wrong)
+    assert [m["confidence"] for m in wrong] == sorted((m["confidence"] for m in wrong), reverse=True)
