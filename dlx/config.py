@@ -387,6 +387,10 @@ def explain(e: BaseException, cfg: DictConfig | None = None) -> DlxError:
         return DlxError(f"{key}: no such key{_suggest(parent, leaf)}{_plus_hint(parent, leaf)}")
     if isinstance(e, ValidationError):
         return DlxError(f"{key}: {first}")
+    m = re.search(r"Multiple values for ([\w/.]+)\. To override a value use 'override [\w/.]+: ([^']+)'", text)
+    if m:  # `+logger=mlflow` where the defaults already choose a logger: `+` adds, it does not replace
+        return DlxError(f"+{m.group(1)}={m.group(2)}: {m.group(1)} already has a choice; choose another one with "
+                        f"{m.group(1)}={m.group(2)} (without +)")
     if "Could not override" in text:
         k = re.search(r"Could not override '([^']+)'", text)
         return DlxError(f"{k.group(1) if k else key}: {_last_reason(text)}")

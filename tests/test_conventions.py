@@ -76,6 +76,7 @@ def test_user_config_folder_checks_know_the_users_options(workdir: Path) -> None
     ("+trainer.epohcs=3", "trainer.epohcs"),  # a key no part of dlx reads: refused even with +
     ("+logger=csv", "logger"),  # not a group option: refused, not a silent default run
     ("+optimizer.foo=1", "optimizer.foo"),  # a partial target would only fail at its call
+    ("+optimizer=sgd", "choose another one with optimizer=sgd (without +)"),  # + adds; a group already has one
 ])
 def test_nothing_is_silently_ignored(workdir: Path, override: str, named: str) -> None:
     r = run_dlx("train", override, "trainer.max_steps=1", cwd=workdir)
