@@ -253,7 +253,7 @@ def print_table(table_rows: list[Row], described: str) -> None:
 
     from dlx import term
 
-    table = Table(title=f"{len(table_rows)} models at {described}",
+    table = Table(title=f"{len(table_rows)} models at {described}", pad_edge=False,
                   caption="FLOPs: one forward pass of one sample in eval mode (a multiply-add counts 2)")
     table.add_column("model", no_wrap=True)
     table.add_column("kind", no_wrap=True)
@@ -268,11 +268,13 @@ def print_table(table_rows: list[Row], described: str) -> None:
             notes.append(f"({len(notes) + 1}) {r.name}: {escape(r.problem)}")
             word = "[yellow]n/a[/]" if r.problem.startswith("n/a") else "[red]no[/]"
             ok = f"{word} ({len(notes)})"
-        table.add_row(r.name, r.kind, f"{r.params:,}" if r.params is not None else "", human(r.flops), r.output, ok)
+        # Shapes without spaces, and no padding at the table's edges: an 80-column terminal holds a row in a line.
+        table.add_row(r.name, r.kind.replace("language_model", "language"),
+                      f"{r.params:,}" if r.params is not None else "", human(r.flops), r.output.replace(" ", ""), ok)
     out = term.console()
     out.print(table)
     for note in notes:
-        out.print(note, soft_wrap=True)  # a long reason wraps where the terminal wraps it, never mid-table
+        out.print(note, soft_wrap=True, highlight=False)  # a long reason wraps where the terminal wraps it
 
 
 def print_names(overrides: list[str]) -> None:
