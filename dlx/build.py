@@ -136,7 +136,9 @@ def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> 
     return optimizers
 
 
-def build_schedulers(cfg: DictConfig, optimizers: dict, total_steps: int) -> dict[str, Any]:
-    """One step-counted scheduler per optimizer; `total_steps` is the run's number of optimizer steps."""
+def build_schedulers(cfg: DictConfig, optimizers: dict, total_updates: dict[str, int] | int) -> dict[str, Any]:
+    """One update-counted scheduler per optimizer, as long as that optimizer's updates in the run
+    (`total_updates` by optimizer name, or one number for all)."""
     make = create(cfg.scheduler, "scheduler")
-    return {name: make(opt, total_steps=total_steps) for name, opt in optimizers.items()}
+    lengths = total_updates if isinstance(total_updates, dict) else dict.fromkeys(optimizers, total_updates)
+    return {name: make(opt, total_steps=lengths[name]) for name, opt in optimizers.items()}

@@ -255,6 +255,16 @@ def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
     return [list(x) for x in itertools.islice(itertools.product(*lists), limit)]
 
 
+def train_one(cfg, run_dir, resume: bool = False) -> int:  # noqa: ANN001 - DictConfig, Path
+    """One run: in this process (dlx.train), or on `trainer.devices` processes / under torchrun, where
+    data parallelism wraps the same run (dlx.distributed)."""
+    if cfg.trainer.devices == 1 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        from dlx.train import run
+    else:
+        from dlx.distributed import run
+    return run(cfg, run_dir, resume=resume)
+
+
 _EXIT: dict = {"code": 0, "error": None}
 
 
@@ -309,7 +319,12 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
         check_config(cfg)
         from dlx import sweep
 
-        return sweep.execute(cfg, run_dir)  # a sweep skips done jobs, resumes interrupted ones
+        if sweeping:
+            return sweep.execute(cfg, run_dir)  # a sweep skips done jobs, resumes interrupted ones
+        try:
+            return train_one(cfg, run_dir)
+        finally:
+            sweep.mark(cfg, run_dir)  # a run that got going can be found by later sweeps
     except DlxError as e:
         if not sweeping:  # reported by main() as one line, after Hydra has returned
             _EXIT["error"] = str(e)

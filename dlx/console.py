@@ -1,4 +1,4 @@
-"""What a person sees in the terminal: the config tree at the start, a result table at the end."""
+"""What a person sees in the terminal: the config tree at the start, a progress bar, a result table at the end."""
 
 from typing import Any
 
@@ -46,3 +46,31 @@ def finish(r: Any, status: str) -> None:
     if r.error:
         console.print(f"[red]{r.error}", soft_wrap=True)
     console.print(f"run folder: {r.run_dir}", soft_wrap=True)
+
+
+class Progress:
+    """A rich progress bar (step, epoch, loss, it/s, ETA) updated only at log steps."""
+
+    def __init__(self, r: Any):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        )
+        self.bar.start()
+        self.id = self.bar.add_task("train", total=r.total_steps, completed=r.state.step, info="")
+
+    def update(self, r: Any) -> None:
+        info = f"epoch {r.state.step / r.steps_per_epoch:.2f}"
+        loss = r.last_train.get("train/loss")
+        if loss is not None:
+            info += f"  loss {loss:.4f}"
+        sps = r.last_train.get("perf/samples_per_sec")
+        if sps:
+            info += f"  {sps / r.data.batch_size:.1f} it/s"
+        self.bar.update(self.id, completed=r.state.step, info=info)
+
+    def close(self) -> None:
+        self.bar.stop()

@@ -11,14 +11,15 @@ TensorBoard, metrics, summary and checkpoints, and it hands the run to the other
   skip Hydra and wait for jobs until rank 0 says the sweep is over, so a sweep of DDP jobs gives one
   folder per job.
 
-Each rank builds the same run (`dlx.train.setup` with its rank: the training batches are sharded,
+Each rank builds the same run (`dlx.prepare.setup` with a `Ranks`: the training batches are sharded,
 rank r taking every world_size-th batch of the same permutation, so the global batch is
 `data.batch_size * world_size`: halve `data.batch_size` on 2 ranks to train exactly like one process)
-and trains it with `DistributedDataParallel` around each of the task's modules that have trainable
-parameters. The task keeps its plain modules: the DDP wrappers are swapped in only for the duration of
-a training step, so checkpoints, evaluation, EMA and visuals see the same modules and the same
-state_dict keys as a one-process run (evaluation never enters a collective on rank 0 alone).
-Training metrics are all-reduced before they are logged; the stop signal is agreed on every step.
+and trains it with the same loop as one process. `Ranks` is where the ranks agree, at fixed points of
+the loop: at set-up it wraps the model of tasks whose spec allows it in `DistributedDataParallel`, once
+(`Task.wrap_model`: the task keeps its plain model for state_dict keys, evaluation, EMA and visuals),
+or gives the Stepper a gradient average over the ranks; training metrics are all-reduced before they
+are logged; the stop signal is agreed on every step; validation numbers are rank 0's on every rank, so
+best checkpoint, early stopping and plateau schedules decide alike everywhere.
 nccl on GPUs, gloo on CPU.
 """
 
@@ -26,7 +27,8 @@ import os
 import signal
 import socket
 import sys
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from dlx.errors import ConfigError, DlxError
-from dlx.train import Meter
+from dlx.state import Meter, Processes
+from dlx.tasks.base import Task, TaskSpec
 
 TIMEOUT = timedelta(minutes=30)
 
@@ -233,74 +236,82 @@ def _broadcast(obj: Any) -> Any:
 # ---- one rank of one run ----------------------------------------------------------------------------
 def train_rank(cfg: DictConfig, run_dir: Path, resume: bool) -> int:
     """What every rank does for a run; rank 0 also locks and logs the folder and reads last.pt."""
-    from dlx import checkpoint, train
+    from dlx import checkpoint, prepare, train
     from dlx.lock import RunLock
 
-    rank, world_size = dist.get_rank(), dist.get_world_size()
+    processes = Ranks(dist.get_rank(), dist.get_world_size())
     with ExitStack() as stack:
         state = None
-        if rank == 0:
-            train.configure_logging(run_dir)
+        if processes.is_main:
+            prepare.configure_logging(run_dir)
             stack.enter_context(RunLock(run_dir))
             if resume:
                 state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
-                train.check_resumable(state["config"], cfg)
-                train.record_config(run_dir, cfg)
+                prepare.check_resumable(state["config"], cfg)
         if resume:  # the folder may exist on node 0 only: rank 0 sends the checkpoint
             state = _broadcast(state)
-        r = train.setup(cfg, run_dir, resume_state=state, rank=rank, world_size=world_size)
-        wrap(r)
+        r = prepare.setup(cfg, run_dir, resume_state=state, processes=processes)
+        if processes.is_main and resume:
+            prepare.record_config(run_dir, cfg)
         return train.train_and_test(r)
 
 
-def wrap(r: Any) -> None:
-    """DDP around the task's trainable modules for its training steps; synced metrics and stop signal."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
+class Ranks(Processes):
+    """How the ranks of one data-parallel run agree (see dlx.state.Processes for when the loop asks)."""
 
-    task, stepper = r.task, r.stepper
-    ids = [torch.cuda.current_device()] if r.device.type == "cuda" else None
-    # Stochastic depth and drop-path leave a different set of weights without a gradient on each step (and
-    # rank): DDP must look for them, a graph traversal per step that the other models do without.
-    unused = any(getattr(m, "may_skip_parameters", False) for m in task.modules())
-    wrapped = {
-        name: DDP(child, device_ids=ids, find_unused_parameters=unused)
-        for name, child in task.named_children()
-        if any(p.requires_grad for p in child.parameters())
-    } if len(r.optimizers) == 1 and task.ddp_wraps_model else {}
-    if not wrapped:
-        # Tasks that call model methods other than forward (an autoencoder's encode/decode) or step several
-        # optimizers in turn on one batch (a GAN: D on G's samples, then G through a frozen D) do what DDP's
-        # reducer cannot follow; here each optimizer's gradients are averaged over the ranks before its update.
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+        self.ddp: torch.nn.Module | None = None
+        self.task: torch.nn.Module | None = None
+        self.device = torch.device("cpu")
+
+    def prepare(self, task: Task, spec: TaskSpec, device: torch.device) -> Callable | None:
+        """DDP around the model of tasks whose spec allows it; the others average gradients by hand.
+
+        Tasks that call model methods other than forward (an autoencoder's encode/decode) or step several
+        optimizers in turn on one batch (a GAN: D on G's samples, then G through a frozen D) do what DDP's
+        reducer cannot follow; for them each optimizer's gradients are averaged over the ranks before its
+        update, and rank 0's buffers (BatchNorm statistics) are broadcast after each step, as DDP does.
+        """
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        self.task, self.device = task, device
+        trainable = any(p.requires_grad for p in task.model.parameters())
+        if spec.ddp_wraps_model and len(spec.updates) == 1 and trainable:
+            ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+            # Stochastic depth and drop-path leave a different set of weights without a gradient on each step
+            # (and rank): DDP must look for them, a graph traversal per step the other models do without.
+            task.wrap_model(lambda m: DDP(m, device_ids=ids, find_unused_parameters=spec.skips_parameters))
+            self.ddp = task.train_model
+            return None
         broadcast_state(task)
-        stepper.grad_sync = average_gradients
-    plain_step = task.training_step
+        return average_gradients
 
-    def training_step(batch: tuple[Tensor, ...], step: Any) -> dict[str, Tensor]:
-        # DDP decides at forward time whether the next backward all-reduces: only the last micro-step of
-        # a gradient accumulation does (no_sync around the others, forward and backward both).
-        acc = stepper.accumulate
-        last_micro = acc == 1 or any((m + 1) % acc == 0 for m in stepper.micro.values())
-        with ExitStack() as stack:
-            for name, ddp in wrapped.items():
-                setattr(task, name, ddp)
-                if not last_micro:
-                    stack.enter_context(ddp.no_sync())
-            try:
-                return plain_step(batch, step)
-            finally:
-                for name, ddp in wrapped.items():
-                    setattr(task, name, ddp.module)
-                if not wrapped:  # rank 0's BatchNorm statistics everywhere, as DDP's broadcast_buffers does
-                    for buffer in task.buffers():
-                        dist.broadcast(buffer, src=0)
+    def meter(self) -> Meter:
+        return SyncedMeter()
 
-    task.training_step = training_step
-    meter = SyncedMeter()
-    meter.load_state_dict(r.meter.state_dict())
-    r.meter = meter
-    r.sync_stop = lambda stop: sync_stop(stop, r.device)
-    r.gather = gather
-    r.meta["world_size"] = r.world_size
+    def micro_step(self, completes_update: bool) -> AbstractContextManager:
+        # DDP decides at forward time whether the next backward all-reduces: only the last micro-step of a
+        # gradient accumulation does (no_sync around the others, forward and backward both).
+        return self.ddp.no_sync() if self.ddp is not None and not completes_update else nullcontext()
+
+    def after_step(self) -> None:
+        if self.ddp is None:  # rank 0's BatchNorm statistics everywhere, as DDP's broadcast_buffers does
+            for buffer in self.task.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def after_recalibration(self, module: torch.nn.Module) -> None:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+    def stop(self, requested: str | None) -> bool:
+        return sync_stop(requested, self.device)
+
+    def from_main(self, obj: Any) -> Any:
+        return _broadcast(obj)
+
+    def gather(self, obj: Any) -> list[Any]:
+        return gather(obj)
 
 
 def broadcast_state(module: torch.nn.Module) -> None:
@@ -338,18 +349,15 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
-def sync_stop(stop: Any, device: torch.device) -> bool:
+def sync_stop(requested: str | None, device: torch.device) -> bool:
     """Every rank stops at the same step if any rank got a stop signal (one tiny all-reduce per step).
 
-    The loop acts on the returned value, not on `stop.requested`, so a signal that lands after the
+    The loop acts on the returned value, not on its own signal, so a signal that lands after the
     all-reduce waits for the next step on every rank alike.
     """
-    flag = torch.tensor([1.0 if stop.requested else 0.0], device=device)
+    flag = torch.tensor([1.0 if requested else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    agreed = bool(flag.item())
-    if agreed and not stop.requested:
-        stop.requested = "SIGTERM (another rank)"
-    return agreed
+    return bool(flag.item())
 
 
 class SyncedMeter(Meter):

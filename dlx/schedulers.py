@@ -1,10 +1,14 @@
-"""Step-size schedules, counted in optimizer steps, each with an optional linear warmup.
+"""Step-size schedules, counted in optimizer updates, each with an optional linear warmup.
 
-Every factory takes the optimizer and the run's `total_steps` (known only after the data is set up,
-hence `_partial_: true` in conf/scheduler/) and returns a torch scheduler stepped once per update.
+Every factory takes the optimizer and `total_steps`, the number of updates that optimizer makes in the
+run (known only after the data is set up, hence `_partial_: true` in conf/scheduler/; a GAN's
+discriminator with k=2 makes twice the generator's), and returns a torch scheduler stepped once per
+update. Each schedule is a function of its position (`last_epoch`), so a resume only restores the
+position (`resume`) and the schedule built from the config, overrides included, goes on from there.
 """
 
 import math
+import warnings
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
@@ -53,6 +57,24 @@ def onecycle(
     )
 
 
+def resume(scheduler: LRScheduler, state: dict) -> None:
+    """Continue `scheduler` (built from the current config) at the position saved in `state`, setting the
+    optimizer's step sizes (and OneCycle's momentum) to the schedule's value there.
+
+    Equal to `load_state_dict` when nothing changed (the same closed form the scheduler's own step
+    evaluates); with a changed lr, length or warmup the new schedule applies from the next update.
+    """
+    if isinstance(scheduler, Plateau) and "plateau" in state:
+        scheduler.load_reductions(state)
+    scheduler.last_epoch = state["last_epoch"]
+    with warnings.catch_warnings():  # get_lr() outside step() warns; here it is the point
+        warnings.simplefilter("ignore")
+        lrs = scheduler.get_lr()
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
 class Plateau(LambdaLR):
     """Warmup per step, then ReduceLROnPlateau on the validation loss (the loop calls `on_validation`)."""
 
@@ -71,7 +93,15 @@ class Plateau(LambdaLR):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["plateau"] = self.plateau.state_dict()
+        state["reductions"] = [b / g["initial_lr"] for b, g in zip(self.base_lrs, self.optimizer.param_groups,
+                                                                       strict=True)]
         return state
+
+    def load_reductions(self, state: dict) -> None:
+        """The plateau's own state and how far it has lowered each step size (of the configured lr)."""
+        self.plateau.load_state_dict(state["plateau"])
+        for i, g in enumerate(self.optimizer.param_groups):
+            self.base_lrs[i] = g["initial_lr"] * state.get("reductions", [1.0] * len(self.base_lrs))[i]
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)

@@ -9,6 +9,7 @@ The finite check reads one boolean per update on the host. On CPU that costs not
 the loop's single sync per update, the price of halting before a bad update rather than after it.
 """
 
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -40,56 +41,72 @@ class Diverged(Exception):
 
 
 class Stepper:
-    """Callable handed to `Task.training_step` as `step`.
+    """Callable handed to `Task.training_step` as `step`. Everything it needs comes in its constructor.
 
     Args:
         optimizers: one optimizer per parameter group name.
-        schedulers: one scheduler per optimizer (stepped once per update).
+        schedulers: one scheduler per optimizer, stepped once per update (skipped ones too: the schedule
+            follows the run's position, so it still ends at the last step).
         scaler: a GradScaler for fp16, else None.
         grad_clip: max global gradient norm, or None.
         accumulate: batches per update (gradient accumulation).
-        on_nonfinite: "stop" raises Diverged; "skip" drops the update and counts it.
+        on_nonfinite: "stop" raises Diverged; "skip" drops the update and counts it (`skipped`).
         device_type: for disabling autocast during backward.
+        grad_sync: averages gradients over the ranks before each update (data parallelism without DDP
+            wrappers), else None.
+        param_names: id(param) -> layer name, for per-layer gradient norms at log steps.
     """
 
     def __init__(
         self,
         optimizers: dict[str, torch.optim.Optimizer],
         schedulers: dict,
-        scaler: torch.amp.GradScaler | None,
-        grad_clip: float | None,
-        accumulate: int,
-        on_nonfinite: str,
-        device_type: str,
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        grad_clip: float | None = None,
+        accumulate: int = 1,
+        on_nonfinite: str = "stop",
+        device_type: str = "cpu",
+        grad_sync: Callable[[list[Tensor]], None] | None = None,
+        param_names: dict[int, str] | None = None,
     ):
         self.optimizers, self.schedulers, self.scaler = optimizers, schedulers, scaler
         self.grad_clip, self.accumulate, self.on_nonfinite = grad_clip, accumulate, on_nonfinite
-        self.device_type = device_type
+        self.device_type, self.grad_sync = device_type, grad_sync
+        self.param_names = param_names or {}
         self.micro = dict.fromkeys(optimizers, 0)  # backward passes since the last update, per optimizer
-        self.updates = dict.fromkeys(optimizers, 0)
-        self.skipped = 0
+        self.updates = dict.fromkeys(optimizers, 0)  # updates applied
+        self.skipped = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite=skip)
         self.step_count = 0  # the loop's step, for messages
         self.grad_norms: dict[str, Tensor] = {}  # last global norm per optimizer, on the device
-        self.no_sync = None  # set by DDP: context manager factory for accumulation micro-steps
-        self.grad_sync = None  # set by data parallel training without DDP wrappers: averages gradients over ranks
-        self.param_names: dict[int, str] = {}  # id(param) -> name, for per-layer gradient norms
-        self.capture_layers = False  # set by the loop just before a log step
+        self.capture_layers = False
         self.layer_grads: dict[str, Tensor] = {}
+
+    def begin(self, step: int, capture_layers: bool = False) -> None:
+        """The loop starts training step `step`; keep per-layer gradients of its updates when `capture_layers`."""
+        self.step_count, self.capture_layers = step, capture_layers
+
+    @property
+    def in_window(self) -> bool:
+        """Some optimizer holds gradients of an unfinished accumulation window (no checkpoint can hold them)."""
+        return any(m % self.accumulate for m in self.micro.values())
+
+    def completes_window(self) -> bool:
+        """Whether the next backward of every optimizer ends its accumulation window (an update follows)."""
+        return all((m + 1) % self.accumulate == 0 for m in self.micro.values())
 
     def _params(self, name: str) -> list[Tensor]:
         return [p for g in self.optimizers[name].param_groups for p in g["params"] if p.grad is not None]
 
     def __call__(self, name: str, loss: Tensor) -> None:
         self.micro[name] += 1
-        last_micro = self.micro[name] % self.accumulate == 0
-        sync = nullcontext() if last_micro or self.no_sync is None else self.no_sync()
         # Backward outside autocast: the backward ops already run in the forward ops' dtypes. (Entering an
         # autocast context costs ~5 us a step; skip it when none is active, as under fp32.)
         on = torch.is_autocast_enabled(self.device_type)
-        with torch.autocast(self.device_type, enabled=False) if on else nullcontext(), sync:
+        with torch.autocast(self.device_type, enabled=False) if on else nullcontext():
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        if last_micro:
+        if self.micro[name] % self.accumulate == 0:
             self._update(name, loss)
 
     def _update(self, name: str, loss: Tensor) -> None:
@@ -106,19 +123,20 @@ class Stepper:
         # which is divergence too).
         if not bool(torch.isfinite(loss.detach() if self.scaler else loss.detach() + norm)):
             self._nonfinite(name, loss, norm)
-            return
-        if self.capture_layers:
-            self._capture_layers(params)
-        if self.grad_clip is not None and params:
-            clip_grads_with_norm_(params, self.grad_clip, norm)
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
         else:
-            opt.step()
+            if self.capture_layers:
+                self._capture_layers(params)
+            if self.grad_clip is not None and params:
+                clip_grads_with_norm_(params, self.grad_clip, norm)
+            if self.scaler:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+            self.updates[name] += 1
+        if self.scaler:
+            self.scaler.update()  # after every unscale_, skipped or not: the next unscale_ needs it
         self.schedulers[name].step()
         opt.zero_grad(set_to_none=True)
-        self.updates[name] += 1
 
     def _capture_layers(self, params: list[Tensor]) -> None:
         """Keep each weight's gradient (detached) for per-layer norms and histograms at this log step."""
@@ -129,8 +147,8 @@ class Stepper:
         }
 
     def _nonfinite(self, name: str, loss: Tensor, norm: Tensor) -> None:
-        self.optimizers[name].zero_grad(set_to_none=True)
         if self.on_nonfinite == "stop":
+            self.optimizers[name].zero_grad(set_to_none=True)
             raise Diverged(self.step_count, name, float(loss), float(norm))
         self.skipped += 1
 

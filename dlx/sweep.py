@@ -465,21 +465,20 @@ class SweepInterrupted(KeyboardInterrupt):
 _CURRENT: dict[str, Any] = {}
 
 
+def mark(cfg: DictConfig, run_dir: Path) -> None:
+    """config.sha in a single run's folder, so later sweeps find it; a failed start leaves no trace."""
+    if (run_dir / "summary.json").exists():
+        (run_dir / "config.sha").write_text(config_sha(OmegaConf.to_container(cfg, resolve=True)) + "\n")
+
+
 def execute(cfg: DictConfig, job_dir: Path) -> int:
-    """Run one Hydra job: in a sweep skip, resume or train it (see `plan`); a single run just trains."""
+    """Run one job of a sweep: skip, resume or train it (see `plan`)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     from dlx import distributed
 
     hc = HydraConfig.get()
     _CURRENT.clear()
-    if hc.mode != RunMode.MULTIRUN:
-        try:
-            return distributed.run(cfg, job_dir)
-        finally:  # a run that got going can be found by later sweeps; a failed start leaves no trace
-            if (job_dir / "summary.json").exists():
-                (job_dir / "config.sha").write_text(config_sha(OmegaConf.to_container(cfg, resolve=True)) + "\n")
     _CURRENT.update(job_dir=job_dir, plan=Plan("train", job_dir))
     try:
         p, sha = plan(cfg, job_dir, settings(cfg).skip_done)
@@ -501,10 +500,11 @@ def finish(code: int) -> float | int:
     """What the job function returns to Hydra: the exit code of a single run; in a sweep, the job's objective
     (what Optuna optimizes) after its line in jobs.jsonl. An interrupted job stops the sweep."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    if "job_dir" not in _CURRENT:
-        return code
     hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or "job_dir" not in _CURRENT:
+        return code
     p: Plan = _CURRENT["plan"]
     value = objective(p.dir)
     error = _CURRENT.get("error") or (read_summary(p.dir).get("error") if code not in (0, EXIT_INTERRUPTED) else None)

@@ -23,6 +23,7 @@ from torch import nn
 import dlx.build
 import dlx.resolvers
 from dlx.errors import ConfigError
+from dlx.tasks.base import model_spec
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 # Modules of model families that are not classifiers (generative, segmentation): tested by their owners.
@@ -95,12 +96,13 @@ def all_paths(name: str) -> dict:
 def check_train_step(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Forward + backward in training mode: logits shape, finite values, a finite gradient everywhere."""
     model.train()
-    logits = model(x)
-    assert logits.shape == (x.shape[0], num_classes)
+    extra = model_spec(model).extra_outputs  # GoogLeNet's auxiliary heads, 0.3 as in the paper
+    logits, aux = model(x, extra_outputs=True) if extra else (model(x), {})
+    assert logits.shape == (x.shape[0], num_classes) and sorted(aux) == sorted(extra)
     assert torch.isfinite(logits).all()
     loss = logits.logsumexp(-1).mean() - logits[:, 0].mean()  # cross-entropy against class 0
-    for aux in getattr(model, "aux_outputs", []):  # GoogLeNet's auxiliary heads, 0.3 as in the paper
-        loss = loss + 0.3 * (aux.logsumexp(-1).mean() - aux[:, 0].mean())
+    for a in aux.values():
+        loss = loss + 0.3 * (a.logsumexp(-1).mean() - a[:, 0].mean())
     loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"no gradient for {pname}"
@@ -472,8 +474,9 @@ def test_drop_path_running_statistics_are_those_of_the_joined_net():
     with torch.no_grad():
         joined.features(x)  # what eval runs: every column, every join
     rng = torch.get_rng_state()
-    model.eval()  # leaving training recalibrates on the latest training batches
+    model.recalibrate([x])  # what the loop does before evaluating, on the latest training inputs
     assert torch.equal(rng, torch.get_rng_state()), "recalibration draws no random numbers"
+    assert model.training, "recalibration leaves the mode as it was"
     pairs = [(a, b) for a, b in zip(model.modules(), joined.modules(), strict=True) if isinstance(a, nn.BatchNorm2d)]
     for a, b in pairs:
         torch.testing.assert_close(a.running_mean, b.running_mean)
@@ -524,13 +527,15 @@ def test_residual_mlp_passes_gradient_to_the_first_layer():
 def test_googlenet_aux_logits_only_in_training():
     model = build("googlenet", DIGITS, aux_logits=True)
     x = torch.randn(2, 1, 8, 8)
+    assert model_spec(model).extra_outputs == ("aux1", "aux2")
     model.train()
-    assert model(x).shape == (2, 10)
-    assert [a.shape for a in model.aux_outputs] == [(2, 10), (2, 10)]
+    assert model(x).shape == (2, 10)  # the main logits unless the extra outputs are asked for
+    logits, aux = model(x, extra_outputs=True)
+    assert logits.shape == (2, 10) and {k: a.shape for k, a in aux.items()} == {"aux1": (2, 10), "aux2": (2, 10)}
     model.eval()
     with torch.no_grad():
-        assert model(x).shape == (2, 10)
-    assert model.aux_outputs == []
+        assert model(x, extra_outputs=True)[1] == {}
+    assert model_spec(build("googlenet", DIGITS)).extra_outputs == ()
 
 
 def test_bidirectional_summary_reads_the_whole_sequence_both_ways():

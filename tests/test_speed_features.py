@@ -78,8 +78,8 @@ def test_ema_weights_are_evaluated_and_kept_as_best(tmp_path: Path) -> None:
 def test_the_ema_copy_of_a_fractalnet_gets_the_batchnorm_statistics_of_its_own_weights(tmp_path: Path) -> None:
     r = run(tmp_path / "fractal", "model=fractalnet", "model.width=8", "model.columns=2", "model.blocks=2",
             "trainer.ema=0.9", "trainer.max_steps=6", "trainer.val_every=6")
-    live, ema = r.task.model, r.ema.module.model
-    assert live.recent, "the live model never leaves training under EMA: its latest batches are kept"
+    ema = r.ema.module.model
+    assert r.recent, "the loop keeps the latest training inputs for recalibration (the EMA copy never trains)"
     joined = copy.deepcopy(ema).eval()  # the EMA weights with statistics recomputed on those batches
     for m in joined.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -87,7 +87,7 @@ def test_the_ema_copy_of_a_fractalnet_gets_the_batchnorm_statistics_of_its_own_w
             m.momentum = None
             m.train()
     with torch.no_grad():
-        for x in live.recent:
+        for x in r.recent:
             joined.features(x)
     train.evaluate(r, "val")
     bn = torch.nn.BatchNorm2d

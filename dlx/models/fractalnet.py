@@ -15,20 +15,22 @@ deterministic):
   - local: each input of a join is dropped with probability `drop_path_local` (0.15), keeping at least one;
   - global: a share `drop_path_global` (0.5) of the mini-batches uses one column, picked at random, in
     every block of the net ("a single path for the entire network"); the rest use local drop-path.
-Leaving training recomputes the BatchNorm statistics of the joined net on the latest training batches
-(`FractalNet.recalibrate`): the running statistics of the sub-networks drop-path trains do not fit it.
+Before each evaluation the loop recomputes the BatchNorm statistics of the joined net on the latest
+training inputs (`FractalNet.recalibrate`, declared in its ModelSpec): the running statistics of the
+sub-networks drop-path trains do not fit it.
 
 Small inputs: a pool that would take the map below 1x1 is left out (CIFAR 32x32 keeps all five and ends
 at 1x1 as in the paper; digits 8x8 keeps three).
 """
 
-from collections import deque
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-RECALIBRATION_BATCHES = 8  # training batches kept for recalibrate(): 1024 images at batch 128
+from dlx.tasks.base import Declares, ModelSpec
+
+RECALIBRATION_BATCHES = 8  # latest training batches recalibrate() sees: 1024 images at batch 128
 
 
 def conv_unit(in_channels: int, out_channels: int, dropout: float) -> nn.Sequential:
@@ -108,7 +110,7 @@ class Fractal(nn.Module):
         return x
 
 
-class FractalNet(nn.Module):
+class FractalNet(Declares, nn.Module):
     """FractalNet for classification.
 
     Args:
@@ -163,23 +165,19 @@ class FractalNet(nn.Module):
         )
 
         self.drop_path = drop_path_local > 0 or drop_path_global > 0
-        self.may_skip_parameters = self.drop_path  # a dropped column's weights get no gradient (DDP asks)
-        self.recent: deque[Tensor] = deque(maxlen=RECALIBRATION_BATCHES)  # training inputs, for recalibrate()
+
+    def model_spec(self) -> ModelSpec:
+        # A dropped column's weights get no gradient; drop-path's BatchNorm statistics need recalibration.
+        return ModelSpec(skips_parameters=self.drop_path,
+                         recalibration_batches=RECALIBRATION_BATCHES if self.drop_path else 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.drop_path:
-            self.recent.append(x.detach())
         return self.classifier(self.features(x))  # (B, num_classes)
 
-    def train(self, mode: bool = True) -> "FractalNet":
-        if not mode and self.training and self.recent:
-            self.recalibrate()  # leaving training (validation, test): statistics of the net eval runs
-        return super().train(mode)
-
     @torch.no_grad()
-    def recalibrate(self, batches: Sequence[Tensor] | None = None) -> None:
-        """Recompute every BatchNorm's running statistics on the latest training batches (or `batches`, e.g. the
-        live model's for an EMA copy) with all columns joined.
+    def recalibrate(self, inputs: Sequence[Tensor]) -> None:
+        """Recompute every BatchNorm's running statistics on `inputs` (the latest training batches, which the
+        loop keeps) with all columns joined.
 
         Drop-path trains sub-networks: a block receives one column's output, or the mean of a random subset,
         where eval feeds the mean of all columns, and the running statistics mix those regimes. After 300 steps
@@ -189,15 +187,13 @@ class FractalNet(nn.Module):
         """
         norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
         momenta, mode = [m.momentum for m in norms], self.training
-        super().train(False)  # no drop-path, no dropout: the joined net
+        self.train(False)  # no drop-path, no dropout: the joined net
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches below
             m.train()
-        for x in self.recent if batches is None else batches:
+        for x in inputs:
             self.features(x)
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
-        if batches is None:
-            self.recent.clear()
-        super().train(mode)
+        self.train(mode)

@@ -11,10 +11,10 @@ Differences from torchvision's GoogLeNet, which this is built from (`GoogLeNet`,
     so CIFAR's 32x32 reaches the Inception modules as 16x16 (not 4x4); every later layer is unchanged
     (digits 8x8 ends in a 1x1 map, which the ceil-mode pools allow).
 
-Auxiliary classifiers (`aux_logits: true`, after 4a and 4d): the classify task calls `model(x)` and
-expects logits, so `forward` always returns the main logits. In training mode the auxiliary logits of
-the last call are kept in `self.aux_outputs`; a task that wants the paper's auxiliary loss adds
-0.3 * loss(aux, y) for each of them. In eval mode (and with aux_logits false) it is empty.
+Auxiliary classifiers (`aux_logits: true`, after 4a and 4d) are declared extra outputs (ModelSpec):
+`model(x)` returns the main logits, `model(x, extra_outputs=True)` returns `(logits, {"aux1": ..., "aux2":
+...})` in training mode (an empty dict in eval mode), and the classify task adds the paper's
+0.3 * loss(aux, y) for each of them.
 """
 
 from collections import OrderedDict
@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torchvision.models.googlenet import BasicConv2d, InceptionAux
 from torchvision.models.googlenet import GoogLeNet as TorchvisionGoogLeNet
 from torchvision.models.googlenet import Inception as TorchvisionInception
+
+from dlx.tasks.base import Declares, ModelSpec
 
 SMALL_SIZE = 64  # below this the stem keeps the resolution (3x3/1 conv, no first max pool)
 _LAYERS = (
@@ -52,14 +54,14 @@ class Inception(TorchvisionInception):
         self.branch3[1] = (conv_block or BasicConv2d)(ch5x5red, ch5x5, kernel_size=5, padding=2)
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Declares, nn.Module):
     """GoogLeNet with `in_channels`, a small-input stem and optional auxiliary classifiers.
 
     Args:
         in_channels: input channels (from `data.channels`).
         num_classes: output units.
         image_size: input side (from `data.size`); below 64 the small-input stem is used.
-        aux_logits: build the two auxiliary classifiers (their logits land in `aux_outputs` in training).
+        aux_logits: build the two auxiliary classifiers (extra outputs "aux1", "aux2" in training).
         dropout: drop probability before the last linear layer (0.4 in the paper).
         dropout_aux: drop probability in the auxiliary classifiers (0.7 in the paper).
     """
@@ -94,14 +96,18 @@ class GoogLeNet(nn.Module):
         self.features = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in _LAYERS))  # (B, 1024, h, w)
         self.aux1, self.aux2 = net.aux1, net.aux2  # None without aux_logits
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), net.fc)
-        self.aux_outputs: list[Tensor] = []
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.aux_outputs = []
-        if not (self.training and self.aux1 is not None):
-            return self.classifier(self.features(x))  # (B, num_classes)
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(extra_outputs=tuple(_AUX_AFTER.values()) if self.aux1 is not None else ())
+
+    def forward(self, x: Tensor, extra_outputs: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Logits (B, num_classes); with `extra_outputs` also the auxiliary logits by name (training mode only)."""
+        aux: dict[str, Tensor] = {}
+        if not (extra_outputs and self.training and self.aux1 is not None):
+            logits = self.classifier(self.features(x))  # (B, num_classes)
+            return (logits, aux) if extra_outputs else logits
         for name, layer in self.features.named_children():
             x = layer(x)
             if name in _AUX_AFTER:  # (B, 512 or 528, h, w) -> (B, num_classes)
-                self.aux_outputs.append(getattr(self, _AUX_AFTER[name])(x))
-        return self.classifier(x)  # (B, num_classes)
+                aux[_AUX_AFTER[name]] = getattr(self, _AUX_AFTER[name])(x)
+        return self.classifier(x), aux  # (B, num_classes), {name: (B, num_classes)}

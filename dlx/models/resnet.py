@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
 from dlx.models.norm import check_norm, init_norms, norm2d
+from dlx.tasks.base import Declares, ModelSpec
 
 ARCHS = ("cifar", "imagenet")
 BLOCKS = {"basic": 1, "bottleneck": 4}  # block -> expansion (output channels / stage width)
@@ -229,7 +230,7 @@ def _imagenet_features(in_channels: int, depth: int, image_size: int, norm: str)
     return nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names)), net.fc.in_features
 
 
-class ResNet(nn.Module):
+class ResNet(Declares, nn.Module):
     """CIFAR ResNet-6n+2 / plain net / pre-activation / stochastic depth, or torchvision's ImageNet ResNet.
 
     Args:
@@ -288,7 +289,7 @@ class ResNet(nn.Module):
         check_norm(norm)
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout!r} is not allowed: a probability in [0, 1)")
-        self.may_skip_parameters = stochastic_depth > 0  # a dropped block's weights get no gradient (DDP asks)
+        self.skips_parameters = stochastic_depth > 0  # a dropped block's weights get no gradient (model_spec)
 
         if arch == "cifar":
             width = 16 if width is None else width
@@ -321,6 +322,9 @@ class ResNet(nn.Module):
         self.classifier = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)
         )
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(skips_parameters=self.skips_parameters)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))  # (B, C, h, w) -> (B, num_classes)

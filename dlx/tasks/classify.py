@@ -2,10 +2,9 @@
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
 from dlx.errors import ConfigError
-from dlx.tasks.base import Step, Task
+from dlx.tasks.base import Step, Task, model_spec
 
 
 class Classify(Task):
@@ -20,11 +19,12 @@ class Classify(Task):
 
     monitor = "val/acc"
     monitor_mode = "max"
-    ddp_wraps_model = True  # training_step calls only self.model(x)
+    ddp_wraps_model = True  # training_step calls only self.train_model(x)
 
     def __init__(self, model: nn.Module, loss: nn.Module, tta_flip: bool = False):
         super().__init__(model, loss)
         self.tta_flip = tta_flip
+        self.extra_outputs = bool(model_spec(model).extra_outputs)  # GoogLeNet's auxiliary heads
 
     def _l1(self) -> Tensor | float:
         # L1 penalty on weights (not biases or norm scales): the lecture's sparsity regularizer.
@@ -33,17 +33,16 @@ class Classify(Task):
             return 0.0
         return l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
 
-    def _auxiliary(self, y: Tensor) -> Tensor | float:
-        # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015): their losses count 0.3 each in training.
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        aux = getattr(model, "aux_outputs", None) or ()
-        return sum(0.3 * self.loss(a, y) for a in aux)
-
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        logits = self.model(x)  # (B, K)
+        extra: Tensor | float = self._l1()  # 0 unless there is an L1 penalty or auxiliary heads
+        if self.extra_outputs:
+            logits, aux = self.train_model(x, extra_outputs=True)  # (B, K), {name: (B, K)}
+            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015): their losses count 0.3 each in training.
+            extra = extra + sum(0.3 * self.loss(a, y) for a in aux.values())
+        else:
+            logits = self.train_model(x)  # (B, K)
         loss = self.loss(logits, y)
-        extra = self._auxiliary(y) + self._l1()  # 0 unless there are auxiliary heads or an L1 penalty
         step("main", loss + extra if isinstance(extra, Tensor) else loss)  # adding a 0 would cost two kernels
         return {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == y).float().mean()}
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from dlx.errors import ConfigError
 from dlx.losses.gan import GANLoss
-from dlx.tasks.base import Step, Task
+from dlx.tasks.base import Step, Task, TaskSpec
 from dlx.tasks.frechet import Judge, load_judge, train_judge
 from dlx.tasks.pixels import PixelRange, first_batch
 
@@ -92,6 +92,10 @@ class GAN(Task):
         # One class per row of 8 in the TensorBoard grid (conditional); unused otherwise.
         self.register_buffer("fixed_y", (torch.arange(NUM_SAMPLES) // 8) % max(self.num_classes, 1))
         self.judge: Judge | None = None  # a plain object: rebuilt at fit start, not part of the weights
+
+    def spec(self) -> TaskSpec:
+        # k discriminator updates per generator update: each schedule is sized in its own optimizer's updates.
+        return TaskSpec(updates={"gen": 1, "disc": self.k})
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"gen": list(self.model.generator.parameters()), "disc": list(self.model.discriminator.parameters())}

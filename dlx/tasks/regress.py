@@ -19,7 +19,7 @@ class Regress(Task):
 
     monitor = "val/loss"
     monitor_mode = "min"
-    ddp_wraps_model = True  # training_step calls only self.model(x)
+    ddp_wraps_model = True  # training_step calls only self.train_model(x)
 
     def __init__(self, model: nn.Module, loss: nn.Module):
         if not hasattr(loss, "predict"):
@@ -54,7 +54,7 @@ class Regress(Task):
 
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        out = self.model(x)  # (B, k * D)
+        out = self.train_model(x)  # (B, k * D)
         loss = self.loss(out, y)
         step("main", loss)
         return self._metrics(out.detach(), y, loss.detach())

@@ -49,7 +49,7 @@ class Segment(Task):
 
     monitor = "val/miou"
     monitor_mode = "max"
-    ddp_wraps_model = True  # training_step calls only self.model(x)
+    ddp_wraps_model = True  # training_step calls only self.train_model(x)
 
     def __init__(self, model, loss):  # noqa: ANN001
         super().__init__(model, loss)
@@ -68,7 +68,7 @@ class Segment(Task):
 
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
         x, mask = batch[0], batch[2]
-        logits = self.model(x)  # (B, K, H, W)
+        logits = self.train_model(x)  # (B, K, H, W)
         loss = self.loss(logits, mask)
         step("main", loss)
         return {"loss": loss.detach(), "pixel_acc": (logits.detach().argmax(1) == mask).float().mean()}

@@ -1,0 +1,246 @@
+"""Setting a run up: build everything from the config (`setup`), or continue from last.pt (`restore`).
+
+`dlx.train` reads the Run this builds and never builds anything itself. Everything a resume needs
+(weights, optimizers, scheduler positions, scaler, EMA, RNG states, step, epoch, position inside the
+epoch, best metric, partial metric sums, the latest inputs for BatchNorm recalibration) is in last.pt;
+the epoch's shuffle order is a pure function of (seed, epoch), so it is recomputed rather than stored.
+
+A resume builds the run from its config *with the accepted overrides*, then loads the state into it:
+weights and optimizer moments come from the checkpoint, settings from the config, so an override
+(`optimizer.lr=0.01`, `trainer.max_steps=...`, `scheduler.warmup_steps=...`) takes effect from the
+next step, and each schedule continues at its saved position under the new settings.
+"""
+
+import logging
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlx import build, checkpoint, rundir, runtime, schedulers
+from dlx.errors import ConfigError, DlxError
+from dlx.resume import check_resumable, differences  # noqa: F401 - dlx.prepare.check_resumable
+from dlx.state import Processes, Run, TrainState
+from dlx.stepper import Stepper
+from dlx.tracking import Tracker, flat_hparams, run_metadata
+
+log = logging.getLogger("dlx")
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+# ---- set-up -----------------------------------------------------------------------------------------
+def budget(trainer: Any, steps_per_epoch: int) -> int:
+    """The run's length in training steps: trainer.max_steps, else trainer.epochs epochs."""
+    return trainer.max_steps or trainer.epochs * steps_per_epoch
+
+
+def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
+          processes: Processes | None = None, data: Any = None) -> Run:
+    """Build everything for a run on the configured device; restore `resume_state` when given.
+
+    `processes` is how the run's processes agree (dlx.distributed.Ranks under data parallelism); it
+    wraps the model in DDP here, once, or hands the Stepper its gradient averaging. `data`: a data module
+    already set up on that device (dlx active's labelled subsets), instead of building one.
+    """
+    processes = processes or Processes()
+    t = cfg.trainer
+    runtime.seed_everything(cfg.seed + processes.rank, t.deterministic)
+    device = runtime.pick_device(t.device)
+    precision = runtime.pick_precision(t.precision, device)
+    if precision == "16" and device.type != "cuda":
+        raise ConfigError("trainer.precision", "16", "fp16 needs a CUDA device; use bf16 on this device")
+    data = data if data is not None else build.build_data(cfg, device)
+    if processes.world_size > 1:
+        data.shard(processes.rank, processes.world_size)
+    steps_per_epoch = data.num_batches("train")
+    if t.overfit_batches:
+        steps_per_epoch = min(steps_per_epoch, t.overfit_batches)
+    total_steps = budget(t, steps_per_epoch)
+    if resume_state is not None:
+        check_budget(cfg, resume_state["state"]["step"], total_steps)  # before anything is written
+    task = build.build_task(cfg)
+    if cfg.init_from:
+        load_pretrained(task, Path(cfg.init_from))
+    if cfg.freeze:
+        build.freeze(task, list(cfg.freeze))
+    task.to(device)
+    task.on_fit_start(data)
+    spec = task.spec()
+    channels_last = runtime.use_channels_last(t.channels_last, device, task)
+    if channels_last:
+        task.to(memory_format=torch.channels_last)
+    if t.compile:
+        task.model.compile()
+    optimizers = build.build_optimizers(cfg, task, device)
+    # Each schedule is as long as its own optimizer's updates: a GAN's k discriminator updates per step.
+    updates = {name: max(1, total_steps * spec.updates[name] // t.accumulate) for name in optimizers}
+    scheds = build.build_schedulers(cfg, optimizers, updates)
+    ema = None
+    if t.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(task, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+    grad_sync = processes.prepare(task, spec, device)  # after the EMA copy: it never sees a DDP wrapper
+    scaler = runtime.grad_scaler(device, precision)
+    stepper = Stepper(optimizers, scheds, scaler=scaler, grad_clip=t.grad_clip, accumulate=t.accumulate,
+                      on_nonfinite=t.on_nonfinite, device_type=device.type, grad_sync=grad_sync,
+                      param_names={id(p): n.rsplit(".", 1)[0] for n, p in task.model.named_parameters()})
+    monitor = t.monitor or task.monitor
+    mode = t.monitor_mode or (task.monitor_mode if monitor == task.monitor else "min")
+    tracker = None
+    if processes.is_main:
+        resume_step = resume_state["state"]["step"] if resume_state else None
+        tracker = Tracker(run_dir, flat_hparams(plain_config(cfg)), resume_step=resume_step)
+    r = Run(cfg=cfg, run_dir=run_dir, device=device, precision=precision, data=data, task=task, spec=spec,
+            optimizers=optimizers, schedulers=scheds, scaler=scaler, stepper=stepper, tracker=tracker,
+            steps_per_epoch=steps_per_epoch, total_steps=total_steps, monitor=monitor, mode=mode, ema=ema,
+            channels_last=channels_last, processes=processes, meter=processes.meter(),
+            recent=deque(maxlen=spec.recalibration_batches))
+    r.meta = {**run_metadata(), **model_size(task, data, device)}
+    if processes.world_size > 1:
+        r.meta["world_size"] = processes.world_size
+    if resume_state:
+        try:
+            restore(r, resume_state)
+        except (RuntimeError, KeyError, ValueError) as e:  # e.g. a state dict of another model
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            path = run_dir / "checkpoints" / "last.pt"
+            raise DlxError(f"checkpoint {path} does not fit this run: {reason}") from None
+    return r
+
+
+def check_budget(cfg: DictConfig, step: int, total_steps: int) -> None:
+    """A resume may lengthen a run or keep its length; a budget below the step it is at is refused."""
+    if total_steps >= step:
+        return
+    key = "trainer.max_steps" if cfg.trainer.max_steps else "trainer.epochs"
+    raise ConfigError(key, OmegaConf.select(cfg, key), f"is {total_steps} steps, below the {step} this run "
+                      "has trained; a resume can only keep or extend its budget")
+
+
+def model_size(task: torch.nn.Module, data: Any, device: torch.device) -> dict[str, Any]:
+    """Parameter counts and forward FLOPs per sample (torch.utils.flop_counter), for summary.json."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in task.parameters())
+    trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    flops = None
+    try:
+        x = next(iter(data.batches("val")))[0][:1]
+        was_training = task.training
+        task.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            task.model(x)
+        task.train(was_training)
+        flops = counter.get_total_flops()
+    except Exception as e:  # noqa: BLE001 - FLOPs are informative only; never fail a run for them
+        log.info("FLOPs not counted: %s", e)
+    return {"params": params, "trainable_params": trainable, "flops": flops}
+
+
+def load_pretrained(task: torch.nn.Module, run_dir: Path) -> None:
+    """Fine-tuning: copy every weight whose name and shape match from another run's best (or last) weights."""
+    path = run_dir / "checkpoints" / "best.pt"
+    if not path.exists():
+        path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise ConfigError("init_from", str(run_dir), "holds no checkpoints/best.pt or last.pt")
+    source = checkpoint.load(path)["task"]
+    own = task.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ConfigError("init_from", str(run_dir), "shares no weights (same name and shape) with this model")
+    task.load_state_dict(matched, strict=False)
+    skipped = sorted(set(own) - set(matched))
+    log.info("init_from %s: loaded %d tensors, kept %d fresh: %s", path, len(matched), len(skipped), skipped[:10])
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+def last_state(r: Run, rng_ranks: list[dict] | None = None) -> dict[str, Any]:
+    """Everything needed to continue exactly where the run is now (tensors and plain values only).
+
+    Under data-parallel training each rank draws from its own seed (seed + rank: its own dropout masks
+    and augmentations), so `rng_ranks` keeps every rank's RNG state and each rank resumes with its own.
+    """
+    return {
+        "task": r.task.state_dict(),
+        "optimizers": {k: v.state_dict() for k, v in r.optimizers.items()},
+        "schedulers": {k: v.state_dict() for k, v in r.schedulers.items()},
+        "scaler": r.scaler.state_dict() if r.scaler else None,
+        "ema": r.ema.state_dict() if r.ema is not None else None,
+        "stepper": r.stepper.state_dict(),
+        "meter": r.meter.state_dict(),
+        "recent": list(r.recent),  # rank 0's: recalibrated statistics are rank 0's on every rank
+        "rng": checkpoint.rng_state(),
+        "rng_ranks": rng_ranks,
+        "state": asdict(r.state) | {"elapsed": r.state.elapsed + time.perf_counter() - r.t0},
+        "steps_per_epoch": r.steps_per_epoch,
+        "config": plain_config(r.cfg),
+    }
+
+
+def best_state(r: Run, metrics: dict[str, float]) -> dict[str, Any]:
+    """The evaluated weights (EMA ones when on) with the metrics that made them best."""
+    return {"task": r.eval_task.state_dict(), "state": asdict(r.state), "metrics": metrics,
+            "config": plain_config(r.cfg)}
+
+
+def restore(r: Run, state: dict[str, Any]) -> None:
+    """Load a last.pt into a freshly built run, so training continues bit for bit (or, with overrides, under
+    the new settings from the next step on)."""
+    r.task.load_state_dict(state["task"])
+    for k, opt in r.optimizers.items():
+        configured = [{key: v for key, v in g.items() if key != "params"} for g in opt.param_groups]
+        opt.load_state_dict(state["optimizers"][k])  # moments and counts; also the saved hyperparameters...
+        for group, settings in zip(opt.param_groups, configured, strict=True):
+            group.update(settings)  # ...which the config's win over: optimizer.* overrides take effect
+    for k, sched in r.schedulers.items():
+        schedulers.resume(sched, state["schedulers"][k])  # the saved position under the configured schedule
+    if r.scaler and state["scaler"]:
+        r.scaler.load_state_dict(state["scaler"])
+    if r.ema is not None and state["ema"] is not None:
+        r.ema.load_state_dict(state["ema"])
+    r.stepper.load_state_dict(state["stepper"])
+    r.meter.load_state_dict({"sums": {k: v.to(r.device) for k, v in state["meter"]["sums"].items()},
+                             "count": state["meter"]["count"]})
+    r.recent.extend(x.to(r.device) for x in state.get("recent") or [])
+    r.state = TrainState(**state["state"])
+    ranks = state.get("rng_ranks")  # absent in checkpoints of one process
+    checkpoint.set_rng_state(ranks[r.rank] if ranks and len(ranks) == r.world_size else state["rng"])
+
+
+# ---- resume -----------------------------------------------------------------------------------------
+def record_config(run_dir: Path, cfg: DictConfig) -> None:
+    """A resume with overrides (trainer.max_steps=...) makes them the run's config in .hydra/config.yaml, so
+    that the next `dlx resume` without them, `dlx runs` and `dlx compare` see what the run now trains with.
+    config.sha keeps the hash the run was started with: a rerun sweep still knows the job as its own.
+    Each changed setting is logged (train.log) with its old and new value."""
+    path = run_dir / ".hydra" / "config.yaml"
+    saved = plain_config(OmegaConf.load(path))
+    changed = differences(saved, plain_config(cfg))
+    if not changed:
+        return
+    for key, was, new in changed:
+        log.info("resume override %s: %r -> %r (from the next step on)", key, was, new)
+    rundir.write_config(run_dir, cfg)  # atomic: a kill here leaves the old config or the new one, never half of one
+    log.info("resumed with changed settings: %s updated", path)
+
+
+def configure_logging(run_dir: Path) -> None:
+    """train.log in the run folder (appended on resume); one handler per run, replaced for the next job."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
