@@ -175,3 +175,31 @@ def test_resume_refuses_changes_to_what_is_trained(reference: Path, workdir: Pat
         assert len(done.stderr.strip().splitlines()) == 1
     assert json.loads((reference / "summary.json").read_text())["status"] == "completed"
     assert (reference / ".hydra/config.yaml").read_text() == config  # a refused resume changes nothing
+
+
+def _files(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+            if p.is_file()}
+
+
+def test_resume_of_a_completed_run_changes_nothing(reference: Path, workdir: Path) -> None:
+    before = _files(reference)
+    for overrides in ([], ["optimizer.lr=0.5"]):
+        done = run_dlx("resume", str(reference), *overrides, cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        assert "is complete (50 steps" in done.stdout and "trainer.max_steps=" in done.stdout
+    # A budget below the step the run is at is refused in one line.
+    short = run_dlx("resume", str(reference), "trainer.max_steps=5", cwd=workdir)
+    assert short.returncode == EXIT_USER_ERROR
+    assert short.stderr.startswith("dlx: error: trainer.max_steps") and len(short.stderr.strip().splitlines()) == 1
+    assert _files(reference) == before  # not a byte, not a timestamp
+
+
+def test_a_resume_override_of_the_learning_rate_takes_effect_at_the_next_step(workdir: Path) -> None:
+    run_dir = killed_run(workdir, {"DLX_FAULT_KILL_AT_STEP": "13"})  # last.pt at step 12
+    done = run_dlx("resume", str(run_dir), "optimizer.lr=0.0005", "trainer.max_steps=20", cwd=workdir)
+    assert done.returncode == 0, done.stderr
+    lrs = {m["step"]: m["lr"] for m in metrics_lines(run_dir) if "lr" in m}
+    assert lrs == {5: 0.001, 10: 0.001, 15: 0.0005, 20: 0.0005}
+    assert "resume override optimizer.lr: 0.001 -> 0.0005" in (run_dir / "train.log").read_text()
+    assert OmegaConf.load(run_dir / ".hydra/config.yaml").optimizer.lr == 0.0005
