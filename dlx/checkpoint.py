@@ -1,4 +1,4 @@
-"""Atomic checkpoint save and safe load (DESIGN.md, "Checkpoints").
+"""Atomic checkpoint save and safe load (docs/architecture.md, "Checkpoints").
 
 A checkpoint holds only tensors and plain Python values, so it loads with `weights_only=True`; there
 is never a pickle fallback. A save writes a temp file in the same folder, fsyncs it and renames it

@@ -62,7 +62,7 @@ def built(*overrides: str):  # noqa: ANN201 - (cfg, data, task)
 def stepper_for(cfg, task) -> Stepper:  # noqa: ANN001
     optimizers = build.build_optimizers(cfg, task, torch.device("cpu"))
     schedulers = build.build_schedulers(cfg, optimizers, 100)
-    return Stepper(optimizers, schedulers, None, None, 1, "stop", "cpu")
+    return Stepper(optimizers, schedulers)
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""In-memory tensor data (DESIGN.md, "Data"): decoded once, moved to the device once, batched by index.
+"""In-memory tensor data: decoded once, moved to the device once, batched by index.
 
 A data set that fits in memory is one tensor per field: images as uint8 (N, C, H, W), labels as int64
 (N,), masks as int64 (N, H, W), sequences as float (N, T, F). Each epoch is a permutation drawn from a

@@ -1,4 +1,4 @@
-"""A folder of class sub-folders, for data too large to hold in memory (DESIGN.md, "Loader data").
+"""A folder of class sub-folders, for data too large to hold in memory.
 
 Layout (`data.root`), as torchvision's ImageFolder reads it:
 
