@@ -55,5 +55,5 @@ def test_active_learning_composes_the_papers_preset() -> None:
 
     cfg = compose(["experiment=active_mnist"])
     check_config(cfg)
-    assert cfg.model._target_ == "dlx.models.lenet.LeNet" and cfg.model.dropout == 0.5
-    assert cfg.trainer.epochs == 50 and cfg.data.batch_size == 128 and cfg.optimizer.lr == 1e-3
+    assert cfg.model._target_ == "dlx.models.mlp.MLP" and cfg.model.dropout == 0.5 and not cfg.model.batch_norm
+    assert cfg.trainer.max_steps == 200 and cfg.data.batch_size == 128 and cfg.optimizer.lr == 1e-3
