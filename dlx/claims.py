@@ -4,6 +4,7 @@
     dlx claims plain_vs_residual --seeds 5       # one claim (the other rows of the table are kept)
     dlx claims --list                            # the claims and their criteria, nothing run
     dlx claims --render                          # rewrite docs/claims.md and README's table from docs/claims.json
+    dlx claims NAME --measure DIR                # check NAME on runs an earlier `dlx claims` left in DIR
 
 A preset (conf/experiment/NAME.yaml) states its claim as data, next to the sweep that tests it:
 
@@ -144,10 +145,11 @@ def run(claim: Claim, seeds: int, extra: list[str], runs: Path) -> int:
 
 
 def _same(a: str, b: str) -> bool:
+    """Override values as equal as Hydra's spellings allow: 0.5 == 0.50, true == True (a swept YAML bool)."""
     try:
         return math.isclose(float(a), float(b))
     except ValueError:
-        return a == b
+        return a.lower() == b.lower() if {a.lower(), b.lower()} <= {"true", "false"} else a == b
 
 
 def select(groups: list[Group], selector: dict[str, str]) -> Group:
@@ -315,11 +317,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="README whose table to regenerate")
     p.add_argument("--list", action="store_true", help="print the claims and their criteria; run nothing")
     p.add_argument("--render", action="store_true", help="only rewrite the report from claims.json")
+    p.add_argument("--measure", type=Path, metavar="DIR",
+                   help="check one claim on the runs an earlier `dlx claims` trained into DIR, training nothing")
     args = p.parse_intermixed_args(argv)
     overrides = [n for n in args.names if "=" in n]
     args.names = [n for n in args.names if "=" not in n]
     if args.seeds < 1:
         raise ConfigError("--seeds", args.seeds, "at least 1")
+    if args.measure is not None and len(args.names) != 1:
+        raise ConfigError("--measure", str(args.measure), "takes the runs of one claim: dlx claims NAME --measure DIR")
     return args, overrides
 
 
@@ -338,8 +344,8 @@ def main(argv: list[str]) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         for claim in claims:
-            runs = args.runs / f"{stamp}-{claim.name}"
-            code = run(claim, args.seeds, extra, runs)
+            runs = args.measure or args.runs / f"{stamp}-{claim.name}"
+            code = 0 if args.measure else run(claim, args.seeds, extra, runs)
             try:
                 result = measure(claim, runs)
             except DlxError as e:

@@ -90,3 +90,8 @@ def test_bad_claim_blocks_name_the_key(block: dict, key: str):
 def test_every_claim_block_parses():
     names = [c.name for c in claims.load_claims([])]
     assert {"plain_vs_residual", "stochastic_depth", "fractal_droppath", "vanishing_gradient"} <= set(names)
+
+
+def test_selectors_match_hydras_spellings_of_swept_values():
+    assert claims._same("False", "false") and claims._same("0.50", "0.5") and claims._same("1e-4", "0.0001")
+    assert not claims._same("plain", "Plain") and not claims._same("true", "0")
