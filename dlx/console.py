@@ -32,9 +32,33 @@ def start(r: Any) -> None:
                   f"params={r.meta.get('params'):,} steps={r.total_steps} ({r.steps_per_epoch}/epoch)", soft_wrap=True)
 
 
+# summary.json's stop_reason in words, for the end-of-run title.
+STOPS = {"budget": "", "early_stop": "early stop", "interrupted": "interrupted", "diverged": "diverged",
+         "failed": "failed"}
+
+
+def pretrained(report: Any) -> None:
+    """What `init_from` loaded and what stays freshly initialized (dlx.prepare.Pretrained), a line each."""
+    total = len(report.loaded) + len(report.fresh)
+    console.print(f"[bold]init_from[/] {report.path}: loaded {len(report.loaded)} of {total} tensors, "
+                  f"{len(report.fresh)} fresh", soft_wrap=True)
+    console.print(f"  loaded: {_names(report.loaded)}", soft_wrap=True)
+    if report.fresh:
+        console.print("  fresh:  " + _names([f"{k} ({why})" for k, why in report.fresh.items()]), soft_wrap=True)
+    if report.unused:
+        console.print(f"  not used from the checkpoint: {_names(report.unused)}", soft_wrap=True)
+
+
+def _names(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", and {len(names) - most} more (all in train.log)" if len(names) > most else "")
+
+
 def finish(r: Any, status: str) -> None:
     """One screen: status, best and final metrics, where the run is."""
-    table = Table(title=f"{r.cfg.name}: {status}", show_header=True)
+    reason = STOPS.get(r.stop_reason, r.stop_reason or "")
+    title = f"{r.cfg.name}: {status}" + (f" ({reason})" if reason and reason != status else "")
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     final = {**r.last_val, **r.test}
@@ -43,6 +67,8 @@ def finish(r: Any, status: str) -> None:
     if r.state.best is not None:
         table.add_row(f"best {r.monitor} (step {r.state.best_step})", f"{r.state.best:.4f}")
     console.print(table)
+    if r.stop_reason == "early_stop":
+        console.print(f"early stop: {r.stop_detail}", soft_wrap=True)
     if r.error:
         console.print(f"[red]{r.error}", soft_wrap=True)
     console.print(f"run folder: {r.run_dir}", soft_wrap=True)
@@ -72,5 +98,11 @@ class Progress:
             info += f"  {sps / r.data.batch_size:.1f} it/s"
         self.bar.update(self.id, completed=r.state.step, info=info)
 
-    def close(self) -> None:
+    def close(self, r: Any = None) -> None:
+        """Stop the bar where the run stopped, saying why when it is not the step budget (early stop at 25/300)."""
+        if r is not None:
+            self.update(r)
+            reason = {"early_stop": "early stop", "interrupted": "interrupted"}.get(r.stop_reason or "")
+            if reason:
+                self.bar.update(self.id, description=f"train: {reason} at step {r.state.step}")
         self.bar.stop()

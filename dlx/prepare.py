@@ -12,9 +12,10 @@ next step, and each schedule continues at its saved position under the new setti
 """
 
 import logging
+import sys
 import time
 from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,12 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     if resume_state is not None:
         check_budget(cfg, resume_state["state"]["step"], total_steps)  # before anything is written
     task = build.build_task(cfg)
-    if cfg.init_from:
-        load_pretrained(task, Path(cfg.init_from))
+    if cfg.init_from and resume_state is None:  # a resume restores its own weights
+        report = load_pretrained(task, Path(cfg.init_from))
+        if processes.is_main:
+            from dlx import console
+
+            console.pretrained(report)
     if cfg.freeze:
         build.freeze(task, list(cfg.freeze))
     task.to(device)
@@ -104,6 +109,13 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
             channels_last=channels_last, processes=processes, meter=processes.meter(),
             recent=deque(maxlen=spec.recalibration_batches))
     r.meta = {**run_metadata(), **model_size(task, data, device)}
+    log.debug("device %s, precision %s, channels_last %s, compile %s", device, precision, channels_last, t.compile)
+    log.debug("data %s: %d training batches of %d per epoch; %d steps", type(data).__name__, steps_per_epoch,
+              data.batch_size, total_steps)
+    log.debug("task %s, model %s: %s parameters; spec %s", type(task).__name__, type(task.model).__name__,
+              r.meta.get("params"), spec)
+    log.debug("optimizers %s; schedulers %s", {k: type(v).__name__ for k, v in optimizers.items()},
+              {k: type(v).__name__ for k, v in scheds.items()})
     if processes.world_size > 1:
         r.meta["world_size"] = processes.world_size
     if resume_state:
@@ -145,21 +157,43 @@ def model_size(task: torch.nn.Module, data: Any, device: torch.device) -> dict[s
     return {"params": params, "trainable_params": trainable, "flops": flops}
 
 
-def load_pretrained(task: torch.nn.Module, run_dir: Path) -> None:
-    """Fine-tuning: copy every weight whose name and shape match from another run's best (or last) weights."""
-    path = run_dir / "checkpoints" / "best.pt"
-    if not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise ConfigError("init_from", str(run_dir), "holds no checkpoints/best.pt or last.pt")
-    source = checkpoint.load(path)["task"]
+@dataclass
+class Pretrained:
+    """What `init_from` did: the checkpoint read, the tensors copied and those left as initialized, with why."""
+
+    path: Path
+    loaded: list[str]
+    fresh: dict[str, str]  # name -> why it was not loaded
+    unused: list[str]  # in the checkpoint, not in this model
+
+
+def pretrained_path(source: Path) -> Path:
+    """`init_from` names a checkpoint file, or a run folder (its best.pt, else last.pt)."""
+    if source.is_file():
+        return source
+    for name in ("best.pt", "last.pt"):
+        if (source / "checkpoints" / name).is_file():
+            return source / "checkpoints" / name
+    raise ConfigError("init_from", str(source), "must be a checkpoint file or a run folder holding "
+                      "checkpoints/best.pt or last.pt")
+
+
+def load_pretrained(task: torch.nn.Module, source: Path) -> Pretrained:
+    """Fine-tuning: copy every weight whose name and shape match from a checkpoint (a file, or a run folder's
+    best or last weights); report which were loaded and which stay freshly initialized (and why)."""
+    path = pretrained_path(source)
+    weights = checkpoint.load(path)["task"]
     own = task.state_dict()
-    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        raise ConfigError("init_from", str(run_dir), "shares no weights (same name and shape) with this model")
+        raise ConfigError("init_from", str(source), "shares no weights (same name and shape) with this model")
     task.load_state_dict(matched, strict=False)
-    skipped = sorted(set(own) - set(matched))
-    log.info("init_from %s: loaded %d tensors, kept %d fresh: %s", path, len(matched), len(skipped), skipped[:10])
+    fresh = {k: f"checkpoint {tuple(weights[k].shape)}, this model {tuple(v.shape)}" if k in weights
+             else "not in the checkpoint" for k, v in own.items() if k not in matched}
+    report = Pretrained(path, list(matched), fresh, sorted(set(weights) - set(own)))
+    log.info("init_from %s: loaded %d of %d tensors: %s", path, len(matched), len(own), list(matched))
+    log.info("init_from: fresh (as initialized): %s; unused from the checkpoint: %s", fresh, report.unused)
+    return report
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------
@@ -244,3 +278,22 @@ def configure_logging(run_dir: Path) -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+    if hydra_verbose():  # hydra.verbose=true (or [dlx]): debug lines in train.log and on stderr as well
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("[dlx %(levelname)s] %(message)s"))
+        log.addHandler(console)
+        log.setLevel(logging.DEBUG)
+        log.debug("debug logging on (hydra.verbose); run folder %s", run_dir)
+
+
+def hydra_verbose() -> bool:
+    """Whether Hydra's `hydra.verbose` asks for debug logging of dlx: true, or a list of loggers naming dlx."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    verbose = HydraConfig.get().verbose
+    if isinstance(verbose, bool):
+        return verbose
+    names = [verbose] if isinstance(verbose, str) else list(verbose)
+    return any(str(n) == "dlx" or str(n).startswith("dlx.") for n in names)

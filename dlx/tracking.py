@@ -83,6 +83,12 @@ class Tracker:
             grid = make_grid(v.detach().float().cpu().clamp(0, 1), nrow=min(8, len(v)), padding=1)
             self.writer.add_image(k, grid, step)
 
+    def image(self, step: int, name: str, img: Any) -> None:
+        """A PIL image (a figure) to TensorBoard's IMAGES tab."""
+        import numpy as np
+
+        self.writer.add_image(name, np.asarray(img.convert("RGB")), step, dataformats="HWC")
+
     def histograms(self, step: int, model: nn.Module) -> None:
         for name, p in model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)

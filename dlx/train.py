@@ -65,15 +65,20 @@ def train_and_test(r: Run) -> int:
             test_best(r)
             code = 0
         else:
+            r.stop_reason = "interrupted"
+            r.stop_detail = f"by {stop.requested} at step {r.state.step}"
             log.info("interrupted by %s at step %d; resume with: dlx resume %s", stop.requested, r.state.step,
                      r.run_dir)
             code = EXIT_INTERRUPTED
     except Diverged as e:
         status, code = "diverged", EXIT_DIVERGED
         r.error = str(e)
+        r.stop_reason, r.stop_detail = "diverged", str(e).splitlines()[0]
         log.error(str(e))
     except (DlxError, KeyboardInterrupt, Exception) as e:
         r.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        r.stop_reason, r.stop_detail = ("interrupted", "KeyboardInterrupt") if isinstance(e, KeyboardInterrupt) \
+            else ("failed", r.error)
         raise
     finally:
         if r.is_main:
@@ -97,6 +102,8 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
     log.info("training starts at step %d", r.state.step)
     r.task.train()
     status = None if r.state.step < r.total_steps else "completed"  # a resume at its budget only tests
+    if status:
+        r.stop_reason = "budget"
     try:
         while status is None:  # one pass per epoch; train_batches() resumes inside the epoch
             for batch in train_batches(r):
@@ -106,7 +113,7 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
                     break
     finally:
         if progress:
-            progress.close()
+            progress.close(r)  # shows where and why the run stopped: the bar does not freeze at 25/300
     return status
 
 
@@ -146,7 +153,10 @@ def after_step(
             progress.update(r)
     if (t.val_every and s.step % t.val_every == 0) or (not t.val_every and s.batch_in_epoch == 0) or done:
         if validate(r) == "early_stop":
-            log.info("early stop at step %d: %s did not improve for %d validations", s.step, r.monitor, s.stale)
+            r.stop_reason = "early_stop"
+            r.stop_detail = (f"{r.monitor} did not improve for {s.stale} validation{'s' * (s.stale != 1)} "
+                             f"(best {s.best:.4g} at step {s.best_step}); stopped at step {s.step} of {r.total_steps}")
+            log.info("early stop at step %d: %s", s.step, r.stop_detail)
             done = True
     elif t.ckpt_every and s.step % t.ckpt_every == 0:
         r.save_due = True
@@ -157,6 +167,8 @@ def after_step(
         stop.requested = stop.requested or "a signal to another rank"
         save_last(r)
         return "interrupted"
+    if done and r.stop_reason is None:
+        r.stop_reason, r.stop_detail = "budget", f"step {s.step} of {r.total_steps}"
     return "completed" if done else None
 
 
@@ -288,6 +300,20 @@ def test_best(r: Run) -> None:
         r.tracker.scalars(r.state.step, r.test)
         which = f"best weights, step {r.state.best_step}" if use_best else f"final weights, step {r.state.step}"
         log.info("test (%s) %s", which, format_metrics(r.test))
+        test_figures(r, which)
+
+
+def test_figures(r: Run, which: str) -> None:
+    """The task's figures of the whole test split with the tested weights (classification: the confusion matrix
+    and the most confidently wrong images): PNGs in the run folder and TensorBoard images at the last step."""
+    where = f"test, {which}"
+    with evaluating(r.eval_task) as task:
+        images, numbers = task.figures(r.data, "test", where)
+    for name, img in images.items():
+        img.save(r.run_dir / f"{name}.png")
+        r.tracker.image(r.state.step, name, img)
+    if numbers:
+        rundir.write_json(r.run_dir / "figures.json", numbers)
 
 
 # ---- records ----------------------------------------------------------------------------------------
@@ -320,6 +346,9 @@ def write_summary(r: Run, status: str, error: str | None = None) -> None:
         "device": str(r.device),
         "precision": r.precision,
         "ended": datetime.now().isoformat(timespec="seconds") if status != "running" else None,
+        "stop_reason": r.stop_reason if status != "running" else None,
+        "stop_detail": r.stop_detail if status != "running" else "",
+        "tags": [str(t) for t in r.cfg.get("tags") or []],
     }
     if error:
         summary["error"] = error

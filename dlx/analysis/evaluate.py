@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
 
     if isinstance(run.task, Classify):
         probs, labels = collect_probs(run, s, None)
-        result["mistakes"] = mistakes_report(out, run, s, probs, labels)
+        result["mistakes"] = mistakes_report(out, run, s)
         report = classification_report(out, probs[None], labels, s, args.bins, "deterministic")
         result["calibration"] = report.pop("reliability")
         result["metrics"].update(report)
@@ -116,41 +116,17 @@ def collect_probs(run, split: str, samples: int | None) -> tuple[Any, Any]:  # n
     return torch.cat(probs, dim=-2), torch.cat(labels)
 
 
-def mistakes_report(out, run, split: str, probs, labels) -> dict[str, Any]:  # noqa: ANN001
-    """Confusion matrix and the most confidently wrong images of the split: PNGs and TensorBoard images."""
-    from dlx.analysis import mistakes
-    from dlx.analysis.loading import display
+def mistakes_report(out, run, split: str) -> dict[str, Any]:  # noqa: ANN001
+    """The task's figures of the split (classification: confusion matrix and the most confidently wrong images),
+    as at the end of a run: PNGs and TensorBoard images; their numbers for the JSON report."""
+    import torch
 
-    picked = mistakes.confident_mistakes(probs, labels)
-    pixels = images_at(run, split, picked.tolist())
-    pixels = display(run.data, pixels) if pixels is not None else None
-    full = pixels if pixels is None else pixels.new_zeros((len(labels), *pixels.shape[1:]))
-    if full is not None:
-        full[picked] = pixels
-    names = list(getattr(run.data, "classes", None) or [])
-    images, numbers = mistakes.figures(full, probs, labels, names, f"{split}, {run.checkpoint.stem} weights "
-                                       f"(step {run.step})")
+    run.task.eval()
+    with torch.no_grad():
+        images, numbers = run.task.figures(run.data, split, f"{split}, {run.checkpoint.stem} weights (step {run.step})")
     for name, img in images.items():
         out.image(f"{name}-{split}", img)
     return numbers
-
-
-def images_at(run, split: str, indices: list[int]):  # noqa: ANN001, ANN201 - LoadedRun -> Tensor | None
-    """The inputs (k, C, H, W) at `indices` of the split, in that order (None for non-image inputs)."""
-    import torch
-
-    wanted, found, offset = {i: n for n, i in enumerate(indices)}, {}, 0
-    for batch in run.data.batches(split):
-        x = batch[0]
-        if x.dim() != 4:
-            return None
-        for i in range(offset, offset + len(x)):
-            if i in wanted:
-                found[wanted[i]] = x[i - offset].cpu()
-        offset += len(x)
-    if not found:
-        return torch.zeros((0, 1, 1, 1))
-    return torch.stack([found[n] for n in range(len(indices))])
 
 
 def task_visuals(out, run, split: str) -> None:  # noqa: ANN001

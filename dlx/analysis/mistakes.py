@@ -81,24 +81,39 @@ def mistakes_figure(pixels: Tensor, probs: Tensor, labels: Tensor, names: list[s
     return table(rows, captions=caps, title=title + "   (caption: predicted confidence / true)")
 
 
-def figures(pixels: Tensor, probs: Tensor, labels: Tensor, names: list[str], where: str,
-            n: int = 16) -> tuple[dict[str, Image.Image], dict[str, Any]]:
+def inputs_at(batches: Any, indices: list[int]) -> Tensor | None:
+    """The inputs (k, C, H, W) at `indices` of a split (in that order, on the CPU) from one pass over its
+    batches; None when the inputs are not images."""
+    wanted, found, offset = {i: n for n, i in enumerate(indices)}, {}, 0
+    for batch in batches:
+        x = batch[0]
+        if x.dim() != 4:
+            return None
+        for i in range(offset, offset + len(x)):
+            if i in wanted:
+                found[wanted[i]] = x[i - offset].cpu()
+        offset += len(x)
+    return torch.stack([found[n] for n in range(len(indices))]) if found else None
+
+
+def figures(pixels: Tensor | None, probs: Tensor, labels: Tensor, names: list[str], where: str,
+            picked: Tensor) -> tuple[dict[str, Image.Image], dict[str, Any]]:
     """The confusion matrix and the most confidently wrong images of a split, with their numbers.
 
     Args:
-        pixels: (N, C, H, W) the split's images in [0, 1] (display space), or None for non-image inputs.
+        pixels: (k, C, H, W) the images at `picked` in [0, 1] (display space), or None for non-image inputs.
         probs: (N, K) softmax outputs; labels: (N,) true classes.
         names: the K class names.
         where: what was evaluated, for the titles ("test, best weights (step 300)").
+        picked: (k,) indices of the most confidently wrong predictions (`confident_mistakes`).
     """
     k = probs.shape[-1]
     names = list(names) if names and len(names) == k else [str(i) for i in range(k)]
     pred = probs.argmax(-1)
     cm = confusion(pred, labels, k)
     images = {"confusion_matrix": confusion_figure(cm, names, f"confusion matrix, {where}")}
-    picked = confident_mistakes(probs, labels, n)
     if pixels is not None and pixels.dim() == 4:
-        images["confident_mistakes"] = mistakes_figure(pixels[picked], probs[picked], labels[picked], names,
+        images["confident_mistakes"] = mistakes_figure(pixels, probs[picked], labels[picked], names,
                                                        f"most confidently wrong, {where}")
     numbers = {"confusion_matrix": cm.tolist(), "classes": names,
                "confident_mistakes": [{"index": int(i), "predicted": names[int(pred[i])], "true": names[int(labels[i])],

@@ -127,6 +127,13 @@ class Task(nn.Module):
         (in eval mode)."""
         return {}
 
+    def figures(self, data, split: str, where: str) -> tuple[dict, dict]:  # noqa: ANN001 - a data module
+        """Optional figures of a whole split with the weights as they are, made once at the end of a run (with the
+        best weights, in eval mode) and by `dlx eval`: ({name: PIL image}, {name: their numbers as plain
+        values}). `where` says what was evaluated, for titles. Classification draws its confusion matrix
+        and its most confidently wrong images."""
+        return {}, {}
+
     def on_fit_start(self, data) -> None:  # noqa: ANN001 - a data module (dlx.data.base.TensorData)
         """Optional hook with the set-up data module (e.g. fit a PCA baseline, fix a noise batch)."""
 

@@ -46,12 +46,34 @@ class Classify(Task):
         step("main", loss + extra if isinstance(extra, Tensor) else loss)  # adding a 0 would cost two kernels
         return {"loss": loss.detach(), "acc": (logits.detach().argmax(-1) == y).float().mean()}
 
-    @torch.no_grad()
-    def validation_step(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        x, y = batch[0], batch[1]
+    def predict(self, x: Tensor) -> Tensor:
+        """Evaluation logits (B, K): the model's, averaged with its mirror's under `tta_flip`."""
         logits = self.model(x)  # (B, K)
         if self.tta_flip:
             if x.dim() != 4:
                 raise ConfigError("task.tta_flip", True, f"mirrors images (B, C, H, W), not {tuple(x.shape)}")
             logits = (logits + self.model(x.flip(3))) / 2
+        return logits
+
+    @torch.no_grad()
+    def validation_step(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self.predict(x)  # (B, K)
         return {"loss": self.loss(logits, y), "acc": (logits.argmax(-1) == y).float().mean()}
+
+    @torch.no_grad()
+    def figures(self, data, split: str, where: str) -> tuple[dict, dict]:  # noqa: ANN001 - a data module
+        """The confusion matrix of the split and its most confidently wrong images (dlx.analysis.mistakes)."""
+        from dlx.analysis import mistakes
+        from dlx.analysis.loading import display
+
+        probs, labels = [], []
+        for batch in data.batches(split):
+            probs.append(self.predict(batch[0]).float().softmax(-1).cpu())  # (B, K)
+            labels.append(batch[1].cpu())
+        p, y = torch.cat(probs), torch.cat(labels)
+        picked = mistakes.confident_mistakes(p, y)
+        x = mistakes.inputs_at(data.batches(split), picked.tolist())  # a second pass keeps only those
+        pixels = display(data, x.float()) if x is not None else None
+        names = list(getattr(data, "classes", None) or [])
+        return mistakes.figures(pixels, p, y, names, where, picked=picked)
