@@ -203,3 +203,64 @@ def test_eval_reliability_bars_match_their_bins_and_mistakes_are_drawn(
     wrong = result["mistakes"]["confident_mistakes"]
     assert all(m["predicted"] != m["true"] for m in wrong)
     assert [m["confidence"] for m in wrong] == sorted((m["confidence"] for m in wrong), reverse=True)
+
+
+def test_a_run_in_a_log_keeps_its_path_whole_and_says_why_it_stopped(
+        seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    cwd, r = seed_sweep
+    runs = run_dirs(cwd / "experiments")
+    assert len(runs) == 2
+    lines = r.stdout.splitlines()
+    for run in runs:  # 40 columns, not a terminal: the folder is still one line to copy
+        assert any(str(run.resolve()) in line for line in lines), (run, r.stdout)
+        s = summary(run)
+        assert (s["status"], s["stop_reason"], s["step"]) == ("completed", "early_stop", 20), s
+        assert s["tags"] == ["baseline", "fast"]
+    assert "early stop at step 20" in r.stdout and "did not improve for 1 validation" in r.stdout
+    assert "tta_flip" not in r.stdout  # trainer.print_config=false: no config tree
+
+
+def test_runs_filter_by_tag_and_show_the_stop_reason(seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    cwd, _ = seed_sweep
+    r = run_dlx("runs", "--tag", "baseline", "--json", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 2 and {row["stop_reason"] for row in rows} == {"early_stop"}
+    assert all(row["tags"] == ["baseline", "fast"] for row in rows)
+    r = run_dlx("runs", "--tag", "nope", cwd=cwd)
+    assert r.returncode == 2 and "baseline, fast" in r.stderr
+
+
+def test_end_of_run_figures_and_tags_reach_tensorboard(seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    from PIL import Image
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from tests.conftest import events
+
+    cwd, _ = seed_sweep
+    run = run_dirs(cwd / "experiments")[0]
+    acc = events(run)
+    assert {"confusion_matrix", "confident_mistakes"} <= set(acc.Tags()["images"])
+    for name in ("confusion_matrix", "confident_mistakes"):
+        png = Image.open(run / f"{name}.png")
+        logged = acc.Images(name)[-1]
+        assert (logged.width, logged.height) == png.size
+    numbers = json.loads((run / "figures.json").read_text())
+    test_size = sum(map(sum, numbers["confusion_matrix"]))
+    correct = sum(numbers["confusion_matrix"][i][i] for i in range(len(numbers["classes"])))
+    assert correct / test_size == pytest.approx(summary(run)["metrics"]["final"]["test/acc"], abs=1e-6)
+    start = [HParamsPluginData.FromString(c) for c in acc.PluginTagToContent("hparams").values()]
+    tags = [p.session_start_info.hparams["tags"].string_value for p in start if p.HasField("session_start_info")]
+    assert tags == ["baseline,fast"]
+
+
+def test_init_from_says_what_it_loaded_and_verbose_shows_debug(
+        seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    cwd, _ = seed_sweep
+    source = run_dirs(cwd / "experiments")[0] / "checkpoints" / "best.pt"  # a checkpoint file, not only a folder
+    r = run_dlx("train", "trainer.max_steps=1", "model.width=32", f"init_from={source}", "hydra.verbose=true",
+                "trainer.progress=false", "trainer.print_config=false", "name=finetune", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert "loaded 3 of 14 tensors, 11 fresh" in r.stdout
+    assert "model.classifier.weight (checkpoint (10, 256), this model (10, 32))" in r.stdout
+    assert "[dlx DEBUG]" in r.stderr
