@@ -173,7 +173,7 @@ def test_eval_reliability_bars_match_their_bins_and_mistakes_are_drawn(
     from dlx.analysis import uncertainty
 
     cwd, _ = seed_sweep
-    run = run_dirs(cwd / "experiments")[0]
+    run = run_dirs(cwd / "experiments" / LONG_NAME)[0]
     r = run_dlx("eval", str(run), "--bins", "5", cwd=cwd)
     assert r.returncode == 0, r.stderr
     result = json.loads((run / "eval-test.json").read_text())
@@ -208,7 +208,7 @@ def test_eval_reliability_bars_match_their_bins_and_mistakes_are_drawn(
 def test_a_run_in_a_log_keeps_its_path_whole_and_says_why_it_stopped(
         seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
     cwd, r = seed_sweep
-    runs = run_dirs(cwd / "experiments")
+    runs = run_dirs(cwd / "experiments" / LONG_NAME)
     assert len(runs) == 2
     lines = r.stdout.splitlines()
     for run in runs:  # 40 columns, not a terminal: the folder is still one line to copy
@@ -238,7 +238,7 @@ def test_end_of_run_figures_and_tags_reach_tensorboard(seed_sweep: tuple[Path, s
     from tests.conftest import events
 
     cwd, _ = seed_sweep
-    run = run_dirs(cwd / "experiments")[0]
+    run = run_dirs(cwd / "experiments" / LONG_NAME)[0]
     acc = events(run)
     assert {"confusion_matrix", "confident_mistakes"} <= set(acc.Tags()["images"])
     for name in ("confusion_matrix", "confident_mistakes"):
@@ -257,9 +257,9 @@ def test_end_of_run_figures_and_tags_reach_tensorboard(seed_sweep: tuple[Path, s
 def test_init_from_says_what_it_loaded_and_verbose_shows_debug(
         seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
     cwd, _ = seed_sweep
-    source = run_dirs(cwd / "experiments")[0] / "checkpoints" / "best.pt"  # a checkpoint file, not only a folder
+    source = run_dirs(cwd / "experiments" / LONG_NAME)[0] / "checkpoints" / "best.pt"  # a checkpoint file, not only a folder
     r = run_dlx("train", "trainer.max_steps=1", "model.width=32", f"init_from={source}", "hydra.verbose=true",
-                "trainer.progress=false", "trainer.print_config=false", "name=finetune", cwd=cwd)
+                "trainer.progress=false", "trainer.print_config=false", "paths.experiments=finetuned", cwd=cwd)
     assert r.returncode == 0, r.stderr
     assert "loaded 3 of 14 tensors, 11 fresh" in r.stdout
     assert "model.classifier.weight (checkpoint (10, 256), this model (10, 32))" in r.stdout
