@@ -258,7 +258,7 @@ def test_init_from_says_what_it_loaded_and_verbose_shows_debug(
         seed_sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
     cwd, _ = seed_sweep
     source = run_dirs(cwd / "experiments" / LONG_NAME)[0] / "checkpoints" / "best.pt"  # a file, not a folder
-    r = run_dlx("train", "trainer.max_steps=1", "model.width=32", f"init_from={source}", "hydra.verbose=true",
+    r = run_dlx("train", "trainer.max_steps=1", "model.width=32", f"init_from='{source}'", "hydra.verbose=true",
                 "trainer.progress=false", "trainer.print_config=false", "paths.experiments=finetuned", cwd=cwd)
     assert r.returncode == 0, r.stderr
     assert "loaded 3 of 14 tensors, 11 fresh" in r.stdout
