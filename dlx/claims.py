@@ -247,23 +247,12 @@ def _side_text(s: dict[str, Any]) -> str:
     return f"{_num(s['mean'])} ± {_num(s['std'])} (n={s['n']})"
 
 
-def headline(name: str) -> str:
-    """The first line of a preset's header comment: what it shows, for presets without a claim block."""
-    path = conf_dir() / "experiment" / f"{name}.yaml"
-    comments = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
-    lines = [c for c in comments if c and not c.startswith("@package")]
-    return lines[0].rstrip(":,;") if lines else name
-
-
-def row(name: str, claim: Claim | None, stored: dict[str, Any] | None) -> list[str]:
+def row(name: str, claim: Claim, stored: dict[str, Any] | None) -> list[str]:
     """One table row: claim, command, measured, verdict, machine, date, commit."""
-    if claim is None:
-        return [f"**{name}**: {headline(name)}", f"`dlx train -m experiment={name}`",
-                "no criterion stated in the preset (no `claim:` block): read its header", "not checked", "", "", ""]
     cmd = f"`dlx claims {name}`"
     if stored is None or stored.get("sha") != claim.sha:
-        why = "never measured" if stored is None else "its claim block changed since the last measurement"
-        return [f"**{name}**: {claim.text}", cmd, f"not measured: {why}", "not measured", "", "", ""]
+        why = "no measurement yet" if stored is None else "its claim block changed since the last measurement"
+        return [f"**{name}**: {claim.text}", cmd, why, "not measured", "", "", ""]
     cmd = f"`{stored['command']}`"
     measured = "<br>".join(
         f"{c['text']}: {_side_text(c['left'])} vs {_side_text(c['right'])} -> {'holds' if c['holds'] else 'fails'}"
@@ -276,15 +265,16 @@ def row(name: str, claim: Claim | None, stored: dict[str, Any] | None) -> list[s
 
 
 def table(store: dict[str, Any]) -> str:
-    """The markdown table of every preset: measured rows from `store`, the others say why not."""
-    raw = presets()
+    """The markdown table of every claim preset (measured rows from `store`; the others say why not), and the
+    presets that state no claim."""
     claims = {c.name: c for c in load_claims([])}
     header = ["claim", "command", "measured: mean ± std over seeds", "verdict", "machine", "date", "commit"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in raw:
-        cells = row(name, claims.get(name), store.get(name))
+    for name, claim in claims.items():
+        cells = row(name, claim, store.get(name))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    unchecked = [f"`{name}`" for name in presets() if name not in claims]
+    return "\n".join(lines) + f"\n\nPresets that state no `claim:` block (not checked): {', '.join(unchecked)}.\n"
 
 
 def render(store: dict[str, Any], out: Path, readme: Path | None) -> None:
