@@ -203,22 +203,21 @@ def quiet_console() -> Iterator[None]:
         console.console.quiet = was
 
 
-def train_round(cfg, data, run_dir: Path):  # noqa: ANN001, ANN201 - a trained dlx.train.Run
+def train_round(cfg, data, run_dir: Path):  # noqa: ANN001, ANN201 - a trained dlx.state.Run
     """A fresh model trained on `data`'s train split by the training loop of `dlx train`, tested on the test split.
 
-    The round is a run like any other (accumulation, EMA, clipping, precision, the finite check, its folder
-    with summary.json and checkpoints); it validates once, at its last step, so best.pt is its final weights.
+    The round is a run like any other: `prepare.setup` builds it around the labelled subset and
+    `train.train_and_test` runs `fit` (accumulation, EMA, clipping, precision, the finite check) and tests it,
+    leaving a run folder with its config, summary.json, metrics and checkpoints. It validates once, at its last
+    step, so best.pt is its final weights.
     """
-    from omegaconf import OmegaConf
-
-    from dlx import train
+    from dlx import prepare, rundir, train
     from dlx.errors import EXIT_INTERRUPTED, DlxError
 
-    train.configure_logging(run_dir)
-    (run_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as `dlx train` leaves it: `dlx resume` reads it
+    prepare.configure_logging(run_dir)
+    rundir.write_config(run_dir, cfg)  # as `dlx train` leaves it: dlx resume, eval and runs read the folder
     with quiet_console():
-        r = train.setup(cfg, run_dir, data=data)
+        r = prepare.setup(cfg, run_dir, data=data)
         code = train.train_and_test(r)
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt
