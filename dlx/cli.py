@@ -127,7 +127,7 @@ def train(argv: list[str]) -> int:
     # checked like one (a value a run would refuse is not printed as if it were fine).
     inspect_flags = ("--help", "-h", "--hydra-help", "--info")
     inspecting = any(a in inspect_flags for a in argv)
-    overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
+    overrides = split_flags(argv)[1]
     if not inspecting:
         job_lists = job_overrides(overrides)
         if "-m" in argv or "--multirun" in argv:
@@ -293,12 +293,39 @@ def hydra_main(argv: list[str]) -> int:
         _EXIT["code"] = max(_EXIT["code"], code)
         return sweep.finish(code)  # the exit code; in a sweep the job's objective (Optuna optimizes it)
 
-    sys.argv = ["dlx", *searchpath.flags(source), *argv]
+    sys.argv = ["dlx", *searchpath.flags(source), *hydra_order(argv)]
     _EXIT.update(code=0, error=None)
     job()
     if _EXIT["error"]:
         raise DlxError(_EXIT["error"])
     return _EXIT["code"]
+
+
+# Hydra's flags that take a value (--info's is optional: one of its choices).
+HYDRA_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--experimental-rerun")
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def hydra_order(argv: list[str]) -> list[str]:
+    """Flags (with their values) before the overrides: Hydra's argparse reads its positional overrides in one
+    run, so `a=1 --cfg job name=x` (an override dlx appends after a user's flag) would be refused."""
+    flags, overrides = split_flags(argv)
+    return flags + overrides
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags with their values, and the overrides."""
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        takes = a in HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in INFO_CHOICES)
+        if takes and i + 1 < len(argv):
+            flags += [a, argv[i + 1]]
+            i += 2
+            continue
+        (flags if a.startswith("-") else overrides).append(a)
+        i += 1
+    return flags, overrides
 
 
 def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
