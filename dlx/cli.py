@@ -29,6 +29,8 @@ COMMANDS = {
     "predict": ("dlx.analysis.predict", "class probabilities for image files: dlx predict RUN_DIR FILE..."),
     "viz": ("dlx.analysis.viz", "look inside a trained net: dlx viz cam|filters|embed|eigen|... RUN_DIR"),
     "sample": ("dlx.sample", "images from a trained VAE or GAN: dlx sample RUN_DIR [--n 64] [--out FILE.png]"),
+    "export": ("dlx.export", "the trained model as ONNX or torch.export, checked: dlx export RUN_DIR --format onnx"),
+    "lr-find": ("dlx.lr_find", "learning-rate range test (Smith 2017), suggests optimizer.lr: dlx lr-find [overrides]"),
     "active": ("dlx.analysis.active", "active learning with MC-dropout acquisition: dlx active [overrides]"),
     "claims": ("dlx.claims", "rerun the lecture-claim presets, check their criteria: dlx claims [NAME...] [--seeds 3]"),
 }

@@ -86,6 +86,7 @@ class RootSchema:
     optimizer: Any = None
     scheduler: Any = None
     init: Any = None
+    logger: Any = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     paths: PathsSchema = field(default_factory=PathsSchema)
     name: str = "run"

@@ -27,7 +27,7 @@ from dlx.errors import ConfigError, DlxError
 from dlx.resume import check_resumable, differences  # noqa: F401 - dlx.prepare.check_resumable
 from dlx.state import Processes, Run, TrainState
 from dlx.stepper import Stepper
-from dlx.tracking import Tracker, flat_hparams, run_metadata
+from dlx.tracking import Tracker, flat_hparams, remote_logger, run_metadata
 
 log = logging.getLogger("dlx")
 
@@ -102,7 +102,8 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     tracker = None
     if processes.is_main:
         resume_step = resume_state["state"]["step"] if resume_state else None
-        tracker = Tracker(run_dir, flat_hparams(plain_config(cfg)), resume_step=resume_step)
+        hparams = flat_hparams(plain_config(cfg))
+        tracker = Tracker(run_dir, hparams, resume_step=resume_step, remote=remote_logger(cfg, run_dir, hparams))
     r = Run(cfg=cfg, run_dir=run_dir, device=device, precision=precision, data=data, task=task, spec=spec,
             optimizers=optimizers, schedulers=scheds, scaler=scaler, stepper=stepper, tracker=tracker,
             steps_per_epoch=steps_per_epoch, total_steps=total_steps, monitor=monitor, mode=mode, ema=ema,

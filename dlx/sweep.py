@@ -35,7 +35,7 @@ from dlx.config import SweepSchema
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 
 # Keys that do not change what a job trains: they stay out of its config hash.
-VOLATILE = ("paths", "sweep", "hydra", "trainer.progress", "trainer.print_config", "tags", "data.root",
+VOLATILE = ("paths", "sweep", "hydra", "logger", "trainer.progress", "trainer.print_config", "tags", "data.root",
             "data.download")
 # Statuses after which training the same config again would give the same result.
 DONE = ("completed", "diverged")

@@ -23,7 +23,7 @@ def flat_hparams(node: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(node, dict):
         for k, v in node.items():
-            if k in ("_partial_", "paths") or k.startswith("hydra"):
+            if k in ("_partial_", "paths", "logger") or k.startswith("hydra"):
                 continue
             out.update(flat_hparams(v, f"{prefix}.{k}" if prefix else str(k)))
     elif isinstance(node, bool | int | float | str):
@@ -38,13 +38,18 @@ def flat_hparams(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class Tracker:
-    """Writes one run's records. `resume_step` drops records after the checkpoint being resumed from."""
+    """Writes one run's records. `resume_step` drops records after the checkpoint being resumed from.
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], resume_step: int | None = None):
+    `remote` (from `remote_logger`: MLflow) gets a copy of the scalars, is told of each last.pt written
+    (`checkpointed`) and of the end status.
+    """
+
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], resume_step: int | None = None, remote: Any = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.hparams = hparams
+        self.remote = remote
         self.jsonl = self.run_dir / "metrics.jsonl"
         if resume_step is not None:
             self._truncate_jsonl(resume_step)
@@ -70,6 +75,13 @@ class Tracker:
             self.writer.add_scalar(k, v, step)
         record = {"step": step, **({"epoch": round(epoch, 4)} if epoch is not None else {}), "time": time.time()}
         rundir.append_metrics(self.run_dir, {**record, **metrics})
+        if self.remote is not None:
+            self.remote.metrics(step, metrics)
+
+    def checkpointed(self, step: int) -> None:
+        """last.pt now holds `step`: a resume restarts after it, so records up to it are final."""
+        if self.remote is not None:
+            self.remote.checkpointed(step)
 
     def images(self, step: int, images: dict[str, Tensor | str]) -> None:
         """Image batches (N, C, H, W) in [0, 1] as grids; strings (text samples) to the TEXT tab and train.log."""
@@ -105,10 +117,31 @@ class Tracker:
         content = HParamsPluginData(session_end_info=info, version=PLUGIN_DATA_VERSION).SerializeToString()
         meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME, content=content))
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)]))
+        if self.remote is not None:
+            self.remote.end(status)
 
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+def remote_logger(cfg: Any, run_dir: Path, hparams: dict[str, Any]) -> Any:
+    """The `logger=` beyond the run folder (MLflow), connected before training; None for `logger=tensorboard`.
+
+    Raises:
+        DlxError: the tracking server cannot be reached (unless `logger.on_unreachable=local`).
+    """
+    from omegaconf import DictConfig
+
+    node = cfg.get("logger")
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return None
+    from dlx.build import create
+    from dlx.mlflow_logger import run_tags
+
+    remote = create(node, "logger")
+    experiment = str(cfg.sweep.name) if cfg.get("sweep") is not None else str(cfg.name)
+    return remote if remote.start(run_dir, experiment, hparams, run_tags(run_dir, run_metadata())) else None
 
 
 def command_line() -> str:

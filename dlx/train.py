@@ -322,6 +322,7 @@ def save_last(r: Run) -> None:
     rng_ranks = r.processes.gather(checkpoint.rng_state())
     if r.is_main:
         checkpoint.save(r.run_dir / "checkpoints" / "last.pt", last_state(r, rng_ranks))
+        r.tracker.checkpointed(r.state.step)
     r.save_due = False
 
 

@@ -30,7 +30,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mc-samples", type=int, default=None, metavar="T",
                    help="MC-dropout: T stochastic passes with dropout on (e.g. 50)")
     p.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE and the reliability diagram")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--checkpoint", default="best",
+                   help="best (default), last, or a checkpoint file (e.g. best-120.pt kept by trainer.save_top_k)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
     p.add_argument("--out", default=None, help="folder for PNGs and TensorBoard (default RUN_DIR/eval)")

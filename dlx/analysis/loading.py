@@ -40,11 +40,19 @@ class LoadedRun:
 
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
-    """checkpoints/best.pt (falling back to last.pt), or last.pt; one clear error when neither exists."""
+    """checkpoints/best.pt (falling back to last.pt), last.pt, or a named checkpoint file: one of the run's
+    (`best-120.pt` of `trainer.save_top_k`) or a path; one clear error when it does not exist."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DlxError(f"run folder {run_dir} does not exist")
     ckpts = run_dir / "checkpoints"
+    if which not in ("best", "last"):
+        for candidate in (ckpts / which, Path(which)):
+            if candidate.is_file():
+                return candidate
+        kept = sorted(p.name for p in ckpts.glob("*.pt")) if ckpts.is_dir() else []
+        raise DlxError(f"--checkpoint {which}: no such file in {ckpts} or here; the run has "
+                       f"{', '.join(kept) or 'no checkpoints'} (or use best, last)")
     order = ["best.pt", "last.pt"] if which == "best" else ["last.pt"]
     for name in order:
         if (ckpts / name).is_file():
