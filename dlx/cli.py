@@ -267,7 +267,12 @@ def train_one(cfg, run_dir, resume: bool = False) -> int:  # noqa: ANN001 - Dict
     return run(cfg, run_dir, resume=resume)
 
 
-_EXIT: dict = {"code": 0, "error": None}
+_EXIT: dict = {"code": 0, "error": None, "run_dir": None}
+
+
+def last_run_dir():  # noqa: ANN201 - Path | None
+    """The folder of the last single run this process trained (for dlx.api.train)."""
+    return _EXIT["run_dir"]
 
 
 def remove_if_unused(run_dir) -> None:  # noqa: ANN001 - Path
@@ -296,7 +301,7 @@ def hydra_main(argv: list[str]) -> int:
         return sweep.finish(code)  # the exit code; in a sweep the job's objective (Optuna optimizes it)
 
     sys.argv = ["dlx", *searchpath.flags(source), *hydra_order(argv)]
-    _EXIT.update(code=0, error=None)
+    _EXIT.update(code=0, error=None, run_dir=None)
     job()
     if _EXIT["error"]:
         raise DlxError(_EXIT["error"])
@@ -343,6 +348,7 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     sweeping = hc.mode == RunMode.MULTIRUN
+    _EXIT["run_dir"] = run_dir
     try:
         OmegaConf.resolve(cfg)  # `${hydra:...}` (the run name) can only be resolved inside the job
         check_config(cfg)

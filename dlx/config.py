@@ -49,6 +49,7 @@ class TrainerSchema:
     early_stop: int | None = None
     monitor: str | None = None
     monitor_mode: str | None = None
+    save_top_k: int = 0
     deterministic: bool = False
     on_nonfinite: str = "stop"
     log_grad_norms: bool = False
@@ -138,6 +139,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "log_every", "accumulate", "devices"):
         if t[key] < 1:
             raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1")
+    if t.save_top_k < 0:
+        raise ConfigError("trainer.save_top_k", t.save_top_k, "must be an integer >= 0 (0 keeps best.pt only)")
     for key in ("max_steps", "val_every", "ckpt_every", "early_stop"):
         if t[key] is not None and t[key] < 1:
             raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1 or null")

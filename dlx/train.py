@@ -11,25 +11,31 @@ histograms, test) runs in eval mode under no_grad, the previous mode restored af
 
 import logging
 import math
+import sys
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dlx import checkpoint, diagnostics, faults, rundir, runtime
+from dlx import checkpoint, diagnostics, faults, rundir, runtime, topk
 from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
 from dlx.lock import RunLock
 from dlx.prepare import best_state, check_resumable, configure_logging, last_state, record_config, setup
 from dlx.schedulers import Plateau
 from dlx.state import Meter, Run, TrainState  # noqa: F401 - re-exported: dlx.train.Meter, Run, TrainState
 from dlx.stepper import Diverged
+
+if TYPE_CHECKING:
+    from dlx.api import RunResult
 
 log = logging.getLogger("dlx")
 
@@ -283,6 +289,9 @@ def validate(r: Run) -> str | None:
             r.tracker.histograms(s.step, r.eval_task.model)
         if improved:
             checkpoint.save(r.run_dir / "checkpoints" / "best.pt", best_state(r, metrics))
+        if t.save_top_k:
+            topk.keep(r.run_dir / "checkpoints", t.save_top_k, s.step, value, r.mode, r.monitor,
+                      lambda: best_state(r, metrics))
         write_summary(r, "running")
     r.save_due = True  # last.pt, at the end of the accumulation window when inside one
     return "early_stop" if t.early_stop and s.stale >= t.early_stop else None
@@ -354,3 +363,17 @@ def write_summary(r: Run, status: str, error: str | None = None) -> None:
     if error:
         summary["error"] = error
     rundir.write_summary(r.run_dir, summary)
+
+
+# ---- dlx.train(...) ---------------------------------------------------------------------------------
+class _CallableModule(types.ModuleType):
+    """`dlx.train` names this module (the loop) and the Python API alike: calling the module trains a run."""
+
+    def __call__(self, overrides: list[str] | str = ()) -> "RunResult":
+        """`dlx.api.train`: train one run as `dlx train OVERRIDES` does; see its docstring."""
+        from dlx.api import train
+
+        return train(overrides)
+
+
+sys.modules[__name__].__class__ = _CallableModule
