@@ -12,7 +12,6 @@ this process and returns a `RunResult` instead of exiting: a user error raises `
 the line the command would print), a diverged or interrupted run comes back with that status.
 """
 
-import json
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -82,7 +81,9 @@ def train(overrides: list[str] | str = ()) -> RunResult:
 
 
 def result_of(run_dir: Path, code: int) -> RunResult:
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    from dlx import rundir
+
+    summary = rundir.read_summary(run_dir)
     metrics = summary.get("metrics", {})
     return RunResult(run_dir=Path(run_dir), status=summary["status"], metrics=dict(metrics.get("final", {})),
                      best=dict(metrics.get("best", {})), exit_code=code, summary=summary)

@@ -22,7 +22,7 @@ from dlx.errors import ConfigError
 # Where a `_target_` may point without `allowed_targets`: the packages whose classes a config builds. Not all of
 # dlx, torch and torchvision: `torch.save`, `torch.hub.load`, `dlx.checkpoint.save` write files or run code.
 ALLOWED_PREFIXES = ("dlx.models.", "dlx.data.", "dlx.losses.", "dlx.tasks.", "dlx.schedulers.", "dlx.init.",
-                    "torch.nn.", "torch.optim.", "torchvision.models.", "torchvision.transforms.")
+                    "dlx.loggers.", "torch.nn.", "torch.optim.", "torchvision.models.", "torchvision.transforms.")
 # Inside those, functions (not classes) may be targets only here: factories that build and return an object.
 FUNCTION_PREFIXES = ("dlx.schedulers.", "dlx.init.", "torch.nn.init.", "torchvision.models.",
                      "torchvision.transforms.functional.")

@@ -91,12 +91,13 @@ def lr_find(cfg: Any, steps: int, start: float, end: float, beta: float, diverge
         load_pretrained(task, Path(cfg.init_from))
     if cfg.freeze:
         build.freeze(task, list(cfg.freeze))
+    groups = task.param_groups()
+    if len(groups) != 1:
+        raise DlxError(f"dlx lr-find tests one optimizer; task {type(task).__name__} has {len(groups)} "
+                       f"({', '.join(groups)})")
     task.to(device)
     task.on_fit_start(data)
     optimizers = build.build_optimizers(cfg, task, device)
-    if len(optimizers) != 1:
-        raise DlxError(f"dlx lr-find tests one optimizer; task {type(task).__name__} has {len(optimizers)} "
-                       f"({', '.join(optimizers)})")
     (opt,) = optimizers.values()
     base = opt.param_groups[0]["lr"]
     # The exponential ramp as a scheduler the Stepper steps after each update; groups keep their lr ratios.

@@ -137,7 +137,7 @@ def remote_logger(cfg: Any, run_dir: Path, hparams: dict[str, Any]) -> Any:
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return None
     from dlx.build import create
-    from dlx.mlflow_logger import run_tags
+    from dlx.loggers.mlflow import run_tags
 
     remote = create(node, "logger")
     experiment = str(cfg.sweep.name) if cfg.get("sweep") is not None else str(cfg.name)

@@ -44,8 +44,6 @@ def test_kill_mid_save_loses_no_kept_checkpoint_and_resume_prunes_to_the_k_best(
     assert done.returncode == 0, done.stderr
     report = json.loads((workdir / "ev" / "eval.json").read_text())
     assert report["step"] == best_two[1] and report["checkpoint"].endswith(runner_up)
-    done = run_dlx("eval", str(run_dir), "--checkpoint", "best-1.pt", cwd=workdir)
-    assert done.returncode == 2 and "best-1.pt: no such file" in done.stderr and runner_up in done.stderr
 
 
 def test_kept_checkpoints_are_ranked_by_the_metric_not_by_recency(workdir: Path) -> None:

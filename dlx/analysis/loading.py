@@ -35,6 +35,20 @@ class LoadedRun:
         return self.task.model
 
     @property
+    def history(self) -> list[dict[str, Any]]:
+        """metrics.jsonl: one dict per logged step ({"step": 25, "train/loss": 0.41, ...}), oldest first."""
+        from dlx import rundir
+
+        return rundir.read_metrics(self.run_dir)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json: status, final and best metrics, size, timing, versions."""
+        from dlx import rundir
+
+        return rundir.read_summary(self.run_dir)
+
+    @property
     def name(self) -> str:
         return f"{self.run_dir.name} ({type(self.model).__name__})"
 
