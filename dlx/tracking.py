@@ -141,7 +141,8 @@ def remote_logger(cfg: Any, run_dir: Path, hparams: dict[str, Any]) -> Any:
 
     remote = create(node, "logger")
     experiment = str(cfg.sweep.name) if cfg.get("sweep") is not None else str(cfg.name)
-    return remote if remote.start(run_dir, experiment, hparams, run_tags(run_dir, run_metadata())) else None
+    labels = list(cfg.get("tags") or [])
+    return remote if remote.start(run_dir, experiment, hparams, run_tags(run_dir, run_metadata(), labels)) else None
 
 
 def command_line() -> str:

@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - the trac
 def test_sweep_runs_land_in_one_experiment_with_params_metrics_artifacts_and_status(server: str, workdir: Path):
     done = run_dlx("train", "-m", "logger=mlflow", f"logger.tracking_uri={server}", "sweep.name=mlf_sweep",
                    "optimizer=sgd", "model.batch_norm=false", "optimizer.lr=0.05,1e30", "+logger.tags.team=vision",
-                   *TINY, cwd=workdir)
+                   "tags=[baseline]", *TINY, cwd=workdir)
     assert done.returncode == 4, done.stderr  # the second job diverges; the sweep goes on and reports it
     client = MlflowClient(server)
     experiment = client.get_experiment_by_name("mlf_sweep")
@@ -78,7 +78,7 @@ def test_sweep_runs_land_in_one_experiment_with_params_metrics_artifacts_and_sta
     assert bad.info.status == "FAILED" and bad.data.tags["dlx.status"] == "diverged"
     assert json.loads((folders["completed"] / "mlflow.json").read_text())["run_id"] == good.info.run_id
     assert good.data.tags["dlx.run_dir"] == str(folders["completed"].absolute())
-    assert good.data.tags["team"] == "vision"
+    assert good.data.tags["team"] == "vision" and good.data.tags["baseline"] == "true"
     assert good.data.params["model"] == "dlx.models.mlp.MLP" and good.data.params["trainer.max_steps"] == "20"
     assert not any(k.startswith("logger") for k in good.data.params)
     # Metrics at the log steps, the same values as metrics.jsonl.

@@ -247,10 +247,14 @@ def one_line(e: BaseException) -> str:
     return (text.splitlines()[0][:300] if text else type(e).__name__) or type(e).__name__
 
 
-def run_tags(run_dir: Path, meta: dict[str, Any]) -> dict[str, str]:
-    """MLflow's system tags (run name, source, git commit) and dlx's own for one run folder."""
+def run_tags(run_dir: Path, meta: dict[str, Any], labels: list[str] = ()) -> dict[str, str]:
+    """MLflow's system tags (run name, source, git commit) and dlx's own for one run folder; the run's `tags=`
+    labels become `dlx.tags` (comma-separated) and one tag each (value "true"), so MLflow can filter on them."""
     tags = {"mlflow.runName": Path(run_dir).name, "dlx.run_dir": str(Path(run_dir).absolute()),
             "mlflow.source.type": "LOCAL", "mlflow.source.name": str(meta.get("command", "dlx train"))}
+    if labels:
+        tags["dlx.tags"] = ",".join(str(label) for label in labels)
+        tags.update({str(label): "true" for label in labels})
     git = meta.get("git")
     if isinstance(git, dict) and git.get("commit"):
         tags["mlflow.source.git.commit"] = str(git["commit"])
