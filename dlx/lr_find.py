@@ -103,13 +103,14 @@ def lr_find(cfg: Any, steps: int, start: float, end: float, beta: float, diverge
     # The exponential ramp as a scheduler the Stepper steps after each update; groups keep their lr ratios.
     ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: start * (end / start) ** (i / (steps - 1)) / base)
     scaler = runtime.grad_scaler(device, precision)
-    stepper = Stepper(optimizers, {name: ramp for name in optimizers}, scaler, t.grad_clip, 1, "stop", device.type)
+    stepper = Stepper(optimizers, {name: ramp for name in optimizers}, scaler=scaler, grad_clip=t.grad_clip,
+                      device_type=device.type)
     lrs, losses, smoothed = [], [], []
     avg, best, diverged_at = 0.0, math.inf, None
     task.train()
     for i, batch in enumerate(batches(data, steps)):
         lr = opt.param_groups[0]["lr"]
-        stepper.step_count = i + 1
+        stepper.begin(i + 1)
         try:
             with runtime.autocast(device, precision):
                 metrics = task.training_step(batch, stepper)
