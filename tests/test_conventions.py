@@ -164,6 +164,16 @@ def test_compare_by_seed_after_a_seed_sweep(seed_sweep: tuple[Path, subprocess.C
     assert r.returncode == 0, r.stderr
     header = r.stdout.splitlines()[0].split(",")
     assert header[1:] == ["seed=0", "seed=1"], header
+    r = run_dlx("compare", f"experiments/{LONG_NAME}", "--plot", "val/loss", "--log", "--out", "loss.png", cwd=cwd)
+    assert r.returncode == 0 and (cwd / "loss.png").is_file(), r.stderr
+
+
+def test_a_log_axis_within_a_decade_is_labelled_with_values_not_exponents() -> None:
+    from dlx.analysis.plot import Figure
+
+    fig = Figure("loss", logy=True).line([0, 1, 2], [1.0, 0.6, 0.35])  # as dlx compare --plot --log draws it
+    labels = [label for _, label in fig._yticks(*fig._limits()[2:])]
+    assert len(labels) >= 3 and all(float(label) > 0 for label in labels), labels
 
 
 def test_eval_reliability_bars_match_their_bins_and_mistakes_are_drawn(
