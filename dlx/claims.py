@@ -258,8 +258,9 @@ def row(name: str, claim: Claim, stored: dict[str, Any] | None) -> list[str]:
         f"{c['text']}: {_side_text(c['left'])} vs {_side_text(c['right'])} -> {'holds' if c['holds'] else 'fails'}"
         for c in stored["checks"]
     )
+    measured += f"<br>{stored['runs']} runs, {stored['minutes']:g} min of training in all"
     if stored.get("failed_runs"):
-        measured += f"<br>{stored['failed_runs']} of {stored['runs']} runs did not complete"
+        measured += f"; {stored['failed_runs']} did not complete"
     verdict = "**holds**" if stored["holds"] else "**fails**"
     return [f"**{name}**: {claim.text}", cmd, measured, verdict, stored["machine"], stored["date"], stored["commit"]]
 
