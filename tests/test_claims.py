@@ -95,3 +95,13 @@ def test_every_claim_block_parses():
 def test_selectors_match_hydras_spellings_of_swept_values():
     assert claims._same("False", "false") and claims._same("0.50", "0.5") and claims._same("1e-4", "0.0001")
     assert not claims._same("plain", "Plain") and not claims._same("true", "0")
+
+
+def test_readme_and_docs_tables_are_the_ones_rendered_from_claims_json():
+    """The committed claims table is generated (`dlx claims --render`), never typed: rows follow docs/claims.json."""
+    root = Path(__file__).resolve().parents[1]
+    store = json.loads((root / "docs" / "claims.json").read_text())
+    rows = [line for line in claims.table(store).splitlines() if line.startswith("|")]
+    for path in (root / "README.md", root / "docs" / "claims.md"):
+        committed = [line for line in path.read_text().split(claims.END)[0].splitlines() if line.startswith("| **")]
+        assert committed == rows[2:], f"{path.name}: run `dlx claims --render`"
