@@ -193,6 +193,7 @@ def commands(runs: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "eval_no_dropout": ["eval", s, "--mc-samples", "10"],
         "predict": ["predict", d, str(img["digit"]), str(img["content"]), "--top-k", "3", "--mc-samples", "5"],
         "cam": ["viz", "cam", s, "--n", "4"],
+        "saliency": ["viz", "saliency", s, "--n", "3", "--layer", "features.layer1", "--unit", "1"],
         "filters": ["viz", "filters", s, "--layer", "features.layer1"],
         "embed": ["viz", "embed", d, "--n", "200"],
         "eigen": ["viz", "eigen", "--data", "digits", "--k", "8", "--out", str(tmp / "eigen"),
@@ -322,6 +323,18 @@ def test_cam_overlays_maps_and_measures_mask_mass_on_shapes(runs, results, capsy
     assert img.height > img.width  # 4 rows of (image, CAM true, CAM predicted)
     assert runs["shapes"] / "viz" / "cam.png" in printed_paths(r)
     refused_in_process(capsys, ["viz", "cam", str(runs["digits"])], "global-average-pooling", "MLP")
+
+
+def test_saliency_projects_a_unit_by_three_rules_beside_cam(runs, results):
+    r = ok(results, "saliency")
+    png_path, json_path = (runs["shapes"] / "viz" / f"saliency-features.layer1-1.{ext}" for ext in ("png", "json"))
+    numbers = json.loads(json_path.read_text())
+    assert numbers["target"] == "features.layer1[1]" and numbers["images"] == 3
+    for rule in ("deconvnet", "guided"):  # not the gradient: the ReLU rules change the map
+        assert numbers[f"cosine_{rule}_vs_gradient"] < 0.999, numbers
+    img = png(png_path)
+    assert img.height > img.width  # 3 rows of (image, gradient, deconvnet, guided)
+    assert png_path in printed_paths(r)
 
 
 def test_filters_and_feature_maps(runs, results):

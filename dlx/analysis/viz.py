@@ -3,6 +3,8 @@
 
   cam RUN_DIR                  class activation maps of a GAP net for the true and the predicted class
                                (on `shapes`: share of the CAM mass inside the shape's mask)
+  saliency RUN_DIR             gradient, deconvnet and guided-backpropagation projections of a class or of a
+                               unit (--layer L --unit U) back to the input
   filters RUN_DIR [--layer L]  first conv layer's kernels; with --layer, L's feature maps for a test image
   embed RUN_DIR                penultimate features -> TensorBoard projector, t-SNE and PCA scatter plots
   eigen [--data digits]        eigen-images of a data set, reconstructions, explained variance, OOD detection
@@ -16,7 +18,7 @@
 import argparse
 from pathlib import Path
 
-KINDS = ("cam", "filters", "embed", "eigen", "gradflow", "dream", "invert", "style", "regress")
+KINDS = ("cam", "saliency", "filters", "embed", "eigen", "gradflow", "dream", "invert", "style", "regress")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -37,6 +39,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     c = command("cam", "class activation maps (Zhou et al. 2016) of a global-average-pooling net")
     c.add_argument("--n", type=int, default=8, help="test images to draw")
     c.add_argument("--max-images", type=int, default=None, help="test images for the mask statistics (all)")
+    c = command("saliency", "gradient, deconvnet (Zeiler & Fergus) and guided backpropagation (Springenberg et al.) "
+                "projections of a class logit or of a unit back to the input")
+    c.add_argument("--n", type=int, default=6, help="test images to draw")
+    c.add_argument("--class", dest="label", type=int, default=None, help="class whose logit to project (predicted)")
+    c.add_argument("--layer", default=None, help="project a unit of this layer instead (module name, e.g. features.3)")
+    c.add_argument("--unit", type=int, default=0, help="channel of --layer whose strongest activation to project")
     c = command("filters", "first conv layer's kernels; with --layer, feature maps of a test image")
     c.add_argument("--layer", default=None, help="module name, e.g. features.0 (feature maps)")
     c.add_argument("--index", type=int, default=0, help="which test image (with --layer)")
@@ -91,7 +99,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.manual_seed(args.seed)
-    return {"cam": cam, "filters": filters, "embed": embed, "eigen": eigen, "gradflow": gradflow,
+    return {"cam": cam, "saliency": saliency, "filters": filters, "embed": embed, "eigen": eigen, "gradflow": gradflow,
             "dream": dream, "invert": invert, "style": style, "regress": regress}[args.kind](args)
 
 
@@ -159,6 +167,55 @@ def cam(args: argparse.Namespace) -> int:
         numbers["mass_over_area"] = numbers["cam_mass_in_mask"] / max(numbers["mask_area"], 1e-12)
     _report(numbers)
     out.json("cam", numbers)
+    out.close()
+    return 0
+
+
+def saliency(args: argparse.Namespace) -> int:
+    import torch
+
+    from dlx.analysis import saliency as S
+    from dlx.analysis.layers import find_layer
+    from dlx.analysis.loading import test_images
+    from dlx.errors import ConfigError
+
+    _check_positive(n=args.n)
+    if args.layer is None and args.unit:
+        raise ConfigError("--unit", args.unit, "needs --layer (the unit is a channel of that layer)")
+    run, out = _open(args)
+    x = test_images(run, n=args.n)[0]
+    layer = find_layer(run.model, args.layer) if args.layer else None
+    classes = None
+    if args.label is not None and layer is None:
+        with torch.no_grad():
+            k = run.model(x[:1]).shape[-1]
+        if not 0 <= args.label < k:
+            raise ConfigError("--class", args.label, f"a class of this model: 0..{k - 1}")
+        classes = torch.full((len(x),), args.label, device=x.device)
+    maps, logits = {}, None
+    for rule in S.RULES:
+        maps[rule], logits = S.project(run.model, x, rule, classes, layer, args.unit)
+    names = run.data.classes or [str(i) for i in range(logits.shape[-1])]
+    probs = logits.float().softmax(-1)
+    target = logits.argmax(-1) if classes is None else classes
+    if layer is not None:
+        captions = [f"{args.layer}[{args.unit}]" for _ in range(len(x))]
+        stem = f"saliency-{args.layer}-{args.unit}"
+    else:
+        captions = [f"{names[t]} {float(probs[i, t]):.2f}" for i, t in enumerate(target.tolist())]
+        stem = "saliency" if classes is None else f"saliency-class{args.label}"
+    out.image(stem, S.figure(run, x, maps, captions))
+    # How far each rule's map is from the plain gradient (cosine similarity per image, averaged), and the share of
+    # positive values at the input: the numbers behind "deconvnet and guided backprop are not the gradient".
+    flat = {k: v.flatten(1) for k, v in maps.items()}
+    numbers: dict = {"model": type(run.model).__name__, "target": f"{args.layer}[{args.unit}]" if layer else
+                     ("predicted class" if classes is None else f"class {args.label}"), "images": len(x)}
+    for rule in ("deconvnet", "guided"):
+        numbers[f"cosine_{rule}_vs_gradient"] = float(torch.cosine_similarity(flat[rule], flat["gradient"]).mean())
+    for rule in S.RULES:
+        numbers[f"positive_share_{rule}"] = float((flat[rule] > 0).float().mean())
+    _report(numbers)
+    out.json(stem, numbers)
     out.close()
     return 0
 
