@@ -333,7 +333,7 @@ def test_saliency_projects_a_unit_by_three_rules_beside_cam(runs, results):
     for rule in ("deconvnet", "guided"):  # not the gradient: the ReLU rules change the map
         assert numbers[f"cosine_{rule}_vs_gradient"] < 0.999, numbers
     img = png(png_path)
-    assert img.height > img.width  # 3 rows of (image, gradient, deconvnet, guided)
+    assert img.width > img.height  # 4 columns (image, gradient, deconvnet, guided), 3 rows
     assert png_path in printed_paths(r)
 
 

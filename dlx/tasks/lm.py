@@ -68,7 +68,7 @@ class LanguageModel(Task):
         prompt: text the logged samples start from.
     """
 
-    ddp_wraps_model = True  # training_step calls only self.model(x)
+    ddp_wraps_model = True  # training_step calls only self.train_model(x)
 
     def __init__(self, model: nn.Module, loss: nn.Module, context: int = 128, temperature: float = 0.8,
                  sample_length: int = 300, prompt: str = "\n"):
@@ -89,7 +89,7 @@ class LanguageModel(Task):
 
     def training_step(self, batch: tuple[Tensor, ...], step: Step) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        logits = self.model(x)  # (B, T, V): teacher forcing, every position predicts its next id
+        logits = self.train_model(x)  # (B, T, V): teacher forcing, every position predicts its next id
         loss = self.loss(logits.flatten(0, 1), y.flatten())
         step("main", loss)
         logits = logits.detach().flatten(0, 1)
@@ -120,15 +120,11 @@ class LanguageModel(Task):
     # ---- sampling -------------------------------------------------------------------------------
     def sample_text(self, prompt: str, length: int, temperature: float, generator: torch.Generator | None = None,
                     n: int = 1) -> list[str]:
-        """`n` continuations of `prompt`, each `length` characters long (the prompt included)."""
+        """`n` continuations of `prompt`: the prompt and `length` drawn characters each (in the mode the model is
+        in: the loop's visuals and `dlx sample` run in eval mode, so dropout is off)."""
         device = next(self.model.parameters()).device
         start = encode(prompt).to(device)[None].repeat(n, 1)  # (n, P)
-        was = self.model.training
-        self.model.eval()
-        try:
-            ids = generate(self.model, start, length, self.context, temperature, generator)
-        finally:
-            self.model.train(was)
+        ids = generate(self.model, start, length, self.context, temperature, generator)
         return [decode(row) for row in ids.cpu()]
 
     def visuals(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor | str]:
