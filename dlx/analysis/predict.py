@@ -20,7 +20,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mc-samples", type=int, default=None, metavar="T", help="MC-dropout passes (e.g. 50)")
     p.add_argument("--invert", action="store_true",
                    help="invert grey levels first (dark ink on white paper -> the white-on-black of MNIST/digits)")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, or a checkpoint file (best-<step>.pt of trainer.save_top_k)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
     return p.parse_args(argv)

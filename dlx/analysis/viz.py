@@ -30,7 +30,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         c = sub.add_parser(name, help=help, description=help)
         if run:
             c.add_argument("run_dir", type=Path, help="a run folder (experiments/<name>/<run-id>)")
-            c.add_argument("--checkpoint", default="best", choices=("best", "last"))
+            c.add_argument("--checkpoint", default="best",
+                           help="best, last, or a checkpoint file (best-<step>.pt of trainer.save_top_k)")
         c.add_argument("--out", default=None, help="output folder (default RUN_DIR/viz)")
         c.add_argument("--device", default="auto")
         c.add_argument("--seed", type=int, default=0)
