@@ -16,6 +16,8 @@ A model that cannot be exported (or whose export disagrees) is one line saying w
 """
 
 import argparse
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,15 @@ def export(run_dir: Path | str, fmt: str, which: str = "best", out: Path | None 
     batch = torch.export.Dim("batch", min=1)
     name = type(module).__name__
     try:
-        if fmt == "pt2":
-            program = torch.export.export(module, (trace,), dynamic_shapes=({0: batch},))
-            tmp = out.with_name(f".tmp-{out.name}")  # torch.export.save wants the .pt2 suffix
-            torch.export.save(program, tmp)
-            tmp.replace(out)
-        else:
-            onnx_export(module, trace, batch, out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporters' notes on internals (RNN flat weights) are not the user's
+            if fmt == "pt2":
+                program = torch.export.export(module, (trace,), dynamic_shapes=({0: batch},))
+                tmp = out.with_name(f".tmp-{out.name}")  # torch.export.save wants the .pt2 suffix
+                torch.export.save(program, tmp)
+                tmp.replace(out)
+            else:
+                onnx_export(module, trace, batch, out)
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - the exporters' own errors (unsupported ops, data-dependent control flow)
@@ -119,8 +123,17 @@ def onnx_export(module: Any, x: Any, batch: Any, out: Path) -> None:
     import torch
 
     tmp = out.with_name(f".tmp-{out.name}")
-    program = torch.onnx.export(module, (x,), dynamo=True, input_names=["input"], dynamic_shapes=({0: batch},),
-                                verbose=False)
+    # onnxscript/onnx_ir log notes on their own graph building (empty attributes) that are not the user's.
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(module, (x,), dynamo=True, input_names=["input"], dynamic_shapes=({0: batch},),
+                                    verbose=False)
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     if program is None:
         raise DlxError("torch.onnx.export returned no program")
     program.save(str(tmp))
