@@ -47,6 +47,7 @@ class TrainerSchema:
     accumulate: int = 1
     ema: float | None = None
     early_stop: int | None = None
+    stop_grad_norm: float | None = None
     monitor: str | None = None
     monitor_mode: str | None = None
     save_top_k: int = 0
@@ -145,6 +146,7 @@ def validate(cfg: DictConfig) -> None:
         if t[key] is not None and t[key] < 1:
             raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1 or null")
     _positive("trainer.grad_clip", t.grad_clip)
+    _positive("trainer.stop_grad_norm", t.stop_grad_norm)
     if t.ema is not None and not 0 < t.ema < 1:
         raise ConfigError("trainer.ema", t.ema, "must be a decay in (0, 1), e.g. 0.999, or null")
     if t.overfit_batches < 0:

@@ -33,8 +33,8 @@ def start(r: Any) -> None:
 
 
 # summary.json's stop_reason in words, for the end-of-run title.
-STOPS = {"budget": "", "early_stop": "early stop", "interrupted": "interrupted", "diverged": "diverged",
-         "failed": "failed"}
+STOPS = {"budget": "", "early_stop": "early stop", "grad_norm": "gradient norm below trainer.stop_grad_norm",
+         "interrupted": "interrupted", "diverged": "diverged", "failed": "failed"}
 
 
 def pretrained(report: Any) -> None:
@@ -67,8 +67,8 @@ def finish(r: Any, status: str) -> None:
     if r.state.best is not None:
         table.add_row(f"best {r.monitor} (step {r.state.best_step})", f"{r.state.best:.4f}")
     console.print(table)
-    if r.stop_reason == "early_stop":
-        console.print(f"early stop: {r.stop_detail}", soft_wrap=True)
+    if r.stop_reason in ("early_stop", "grad_norm"):
+        console.print(f"{STOPS[r.stop_reason]}: {r.stop_detail}", soft_wrap=True)
     if r.error:
         console.print(f"[red]{r.error}", soft_wrap=True)
     console.print(f"run folder: {r.run_dir}", soft_wrap=True)

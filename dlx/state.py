@@ -143,7 +143,7 @@ class Run:
     test: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    stop_reason: str | None = None  # budget | early_stop | interrupted | diverged | failed, once it ended
+    stop_reason: str | None = None  # budget | early_stop | grad_norm | interrupted | diverged | failed, once it ended
     stop_detail: str = ""  # e.g. "val/loss did not improve for 3 validations"
     t0: float = field(default_factory=time.perf_counter)
 

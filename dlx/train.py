@@ -152,7 +152,7 @@ def after_step(
     inside one waits for the window's end, and so does a stop request, so every resume is bitwise.
     """
     s = r.state
-    done = s.step >= r.total_steps
+    done = s.step >= r.total_steps or grad_norm_stop(r, t)
     if s.step % t.log_every == 0 or done:
         log_train(r, s.step - clock[1], time.perf_counter() - clock[0])
         if progress:
@@ -176,6 +176,22 @@ def after_step(
     if done and r.stop_reason is None:
         r.stop_reason, r.stop_detail = "budget", f"step {s.step} of {r.total_steps}"
     return "completed" if done else None
+
+
+def grad_norm_stop(r: Run, t: SimpleNamespace) -> bool:
+    """The optimisation deck's stopping rule (trainer.stop_grad_norm): a (near-)stationary point is reached when the
+    global gradient norm (before clipping) of the latest update falls below the threshold; with several optimizers
+    (a GAN), every one of them. Read each step, only when the rule is on (one host read beside the finite check)."""
+    if t.stop_grad_norm is None or not r.stepper.grad_norms or r.stepper.in_window:
+        return False
+    norm = float(torch.stack(list(r.stepper.grad_norms.values())).max())
+    if norm >= t.stop_grad_norm:
+        return False
+    r.stop_reason = "grad_norm"
+    r.stop_detail = (f"gradient norm {norm:.3g} < trainer.stop_grad_norm={t.stop_grad_norm:g} at step {r.state.step} "
+                     f"of {r.total_steps}")
+    log.info("stop: %s", r.stop_detail)
+    return True
 
 
 def train_batches(r: Run) -> Iterator[tuple[Tensor, ...]]:
