@@ -181,9 +181,18 @@ def pretrained_path(source: Path) -> Path:
 
 def load_pretrained(task: torch.nn.Module, source: Path) -> Pretrained:
     """Fine-tuning: copy every weight whose name and shape match from a checkpoint (a file, or a run folder's
-    best or last weights); report which were loaded and which stay freshly initialized (and why)."""
+    best or last weights, loaded by dlx.analysis.loading.load_run); report which were loaded and which stay
+    freshly initialized (and why)."""
+    from dlx.analysis.loading import load_run
+
     path = pretrained_path(source)
-    weights = checkpoint.load(path)["task"]
+    rng = checkpoint.rng_state()  # rebuilding the source run draws numbers: this run's stream stays as seeded
+    try:
+        weights = load_run(path, device="cpu", with_data=False).task.state_dict()
+    except DlxError as e:
+        raise ConfigError("init_from", str(source), str(e)) from None
+    finally:
+        checkpoint.set_rng_state(rng)
     own = task.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     if not matched:

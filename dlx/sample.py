@@ -6,8 +6,9 @@ from a trained language model.
     dlx sample RUN_DIR --class 3 [--n 64]                  # a class-conditional GAN (task.conditional=true)
     dlx sample LM_RUN_DIR [--prompt TEXT] [--length 500] [--temperature 0.8] [--n 1]   # task=lm: text
 
-The run's task is rebuilt from its `.hydra/config.yaml` (shapes come from the config's data
-declarations; no data is loaded) and given the weights of `checkpoints/best.pt` (else `last.pt`).
+The run's task is rebuilt from the config in its checkpoint (shapes come from the config's data
+declarations; no data is loaded) with the weights of `checkpoints/best.pt` (else `last.pt`); RUN_DIR may
+also be a checkpoint file.
 Samples come from the prior: z ~ N(0, I) decoded (VAE: the decoder's mean; GAN: the generator in eval
 mode), or pixel by pixel (PixelCNN). A language model (task=lm) continues `--prompt` character by
 character, free running (it reads only the prompt and what it drew itself), at `--temperature`; the
@@ -53,27 +54,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def load_task(run_dir: Path, device: str):  # noqa: ANN201 - the run's Task
-    """Rebuild the run's task from its config and load its best (else last) weights."""
-    from omegaconf import OmegaConf
+    """The run's task with its best (else last) weights (dlx.analysis.loading.load_run), in eval mode."""
+    from dlx.analysis.loading import load_run
 
-    from dlx import build, checkpoint, resolvers, runtime
-
-    config = run_dir / ".hydra" / "config.yaml"
-    if not config.is_file():
-        raise DlxError(f"{run_dir} is not a run folder (no .hydra/config.yaml)")
-    resolvers.register()
-    cfg = OmegaConf.load(config)
-    build.check_targets(cfg)
-    path = run_dir / "checkpoints" / "best.pt"
-    if not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise DlxError(f"{run_dir} has no checkpoints/best.pt or last.pt (did the run save any?)")
-    task = build.build_task(cfg)
-    if not hasattr(task, "sample") and not hasattr(task, "sample_text"):
-        raise DlxError(f"{run_dir} is a {cfg.task._target_} run; dlx sample needs a generative run ({GENERATIVE})")
-    task.load_state_dict(checkpoint.load(path)["task"])
-    return task.to(runtime.pick_device(device)).eval()
+    run = load_run(run_dir, device, with_data=False)
+    if not hasattr(run.task, "sample") and not hasattr(run.task, "sample_text"):
+        raise DlxError(f"{run_dir} is a {run.cfg.task._target_} run; dlx sample needs a generative run ({GENERATIVE})")
+    return run.task
 
 
 def slerp(z0, z1, t):  # noqa: ANN001, ANN201 - tensors

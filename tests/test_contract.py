@@ -153,3 +153,22 @@ def test_killed_runs_resume_bitwise(name: str, tmp_path: Path) -> None:
     b = torch.load(run / "checkpoints/last.pt", weights_only=True)["task"]
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []  # weights and buffers (BatchNorm statistics)
+
+
+# ---- the Frechet judge: trained once per data set, by the loop ----------------------------------------------
+def test_the_judge_is_trained_once_per_data_set_through_the_loop(tmp_path: Path) -> None:
+    from dlx.data.digits import Digits
+    from dlx.tasks.frechet import train_judge
+
+    data = Digits(root=str(tmp_path), normalize=False)
+    data.setup("cpu")
+    rng = torch.get_rng_state()
+    first = train_judge(data, lambda x: x, 4)
+    assert torch.equal(rng, torch.get_rng_state()), "training the judge leaves the calling run's RNG alone"
+    (folder,) = [p for p in (tmp_path / ".dlx-cache" / "judges").iterdir() if p.is_dir()]
+    assert summary(folder)["status"] == "completed" and summary(folder)["step"] == 4  # a run of the loop
+    stamp = (folder / "checkpoints" / "best.pt").stat().st_mtime_ns
+    second = train_judge(data, lambda x: x, 4)  # a resume, another rank, the next run: loaded, not trained
+    assert (folder / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp
+    assert all(torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values(),
+                                                  strict=True))

@@ -1,8 +1,10 @@
-"""Open a finished (or running) run folder: its config, data module and trained task, and a place for outputs.
+"""Open a finished (or running) run: its config, data module and trained task, and a place for outputs.
 
-The config comes from the checkpoint itself (the resolved config the run trained with), so a run
-reloads exactly as it was built, whatever the conf/ folder says today. Its `_target_`s pass the
-same allowlist as `dlx train`, so a checkpoint cannot make an analysis command run foreign code.
+`load_run` is the one way a trained run is loaded: dlx eval, predict, viz, sample, `init_from=` and the
+Frechet judge (`task.judge_run`) all use it. It takes a run folder (best.pt, else last.pt) or a
+checkpoint file. The config comes from the checkpoint itself (the resolved config the run trained
+with), so a run reloads exactly as it was built, whatever the conf/ folder says today. Its `_target_`s
+pass the same allowlist as `dlx train`, so a checkpoint cannot make a command run foreign code.
 """
 
 import json
@@ -55,8 +57,11 @@ class LoadedRun:
 
 def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
     """checkpoints/best.pt (falling back to last.pt), last.pt, or a named checkpoint file: one of the run's
-    (`best-120.pt` of `trainer.save_top_k`) or a path; one clear error when it does not exist."""
+    (`best-120.pt` of `trainer.save_top_k`) or a path; one clear error when it does not exist.
+    A checkpoint file given as `run_dir` is its own path."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
     if not run_dir.is_dir():
         raise DlxError(f"run folder {run_dir} does not exist")
     ckpts = run_dir / "checkpoints"
@@ -75,12 +80,25 @@ def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
                    "is it a dlx run folder that got to a validation?")
 
 
+def run_folder(path: Path) -> Path:
+    """The run folder of a checkpoint file (RUN/checkpoints/x.pt -> RUN)."""
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def load_run(run_dir: Path | str, device: str = "auto", which: str = "best", with_data: bool = True) -> LoadedRun:
-    """Rebuild the run's task from its checkpoint (weights and config) and its data module on `device`."""
+    """Rebuild a run's task from its checkpoint (weights and config), and its data module on `device`.
+
+    Args:
+        run_dir: a run folder, or a checkpoint file (`RUN/checkpoints/last.pt`, a copied `.pt`).
+        device: where the task (and data) go: auto, cpu, cuda, mps.
+        which: "best" (best.pt, else last.pt), "last", or a checkpoint file name; ignored for a checkpoint file.
+        with_data: also build the data module (else `data` is None and nothing is read from disk but the
+            checkpoint: shapes come from the config's data declarations).
+    """
     from dlx import build, checkpoint, resolvers, runtime
 
-    run_dir = Path(run_dir)
-    path = checkpoint_path(run_dir, which)
+    path = checkpoint_path(Path(run_dir), which)
+    run_dir = run_folder(path) if Path(run_dir).is_file() else Path(run_dir)
     dev = runtime.pick_device(device)
     state = checkpoint.load(path, map_location=dev)
     if "config" not in state:

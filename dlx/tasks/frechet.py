@@ -5,20 +5,21 @@ FID (Heusel et al. 2017) compares Gaussians fitted to the penultimate features o
     d^2 = |mu_r - mu_g|^2 + tr(S_r + S_g - 2 (S_r S_g)^(1/2))
 
 Inception's weights cannot be downloaded here and do not suit 8x8 digits anyway, so the "judge" is a
-small conv classifier trained on the run's own training split at fit start (or a classify run's best
-weights, `task.judge_run`), and its penultimate features replace Inception's. Scores are comparable
+small conv classifier trained on the run's own training split by the training loop, once per data set
+and cached beside the decoded data (`train_judge`), or a classify run's best weights (`task.judge_run`),
+and its penultimate features replace Inception's. Scores are comparable
 only between runs with the same judge (same data, judge steps and seed); they are not the published
 FID numbers. The judge also says how confidently it assigns generated images to a class.
 """
 
+import hashlib
 import logging
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlx.errors import ConfigError
+from dlx.errors import ConfigError, DlxError
 
 log = logging.getLogger("dlx")
 
@@ -105,55 +106,115 @@ def pixel_stats(pixels: Tensor) -> tuple[Tensor, Tensor]:
     return pixels.mean(dims, keepdim=True), pixels.std(dims, keepdim=True).clamp_min(1e-6)
 
 
+JUDGE_VERSION = 1  # part of the cache key: bump when JudgeNet or its training recipe changes
+
+
+def judge_key(data, steps: int) -> str:  # noqa: ANN001 - a TensorData
+    """What a trained judge depends on: the data set's class, settings and training tensors, and the steps."""
+    x, y = data.splits["train"][0], data.splits["train"][1]
+    inputs = data_space(data)  # the judge reads the data module's inputs: their scaling is part of what it learnt
+    h = hashlib.sha256(f"{JUDGE_VERSION}|{type(data).__qualname__}|{inputs}|{steps}|{tuple(x.shape)}".encode())
+    h.update(x.cpu().contiguous().numpy().tobytes())
+    h.update(y.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_space(data) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - a TensorData
+    """(mean, std), each (1, C, 1, 1) or scalars, with (pixels - mean) / std = the data module's model inputs."""
+    scale, shift = getattr(data, "scale", None), getattr(data, "shift", None)  # None: inputs are not uint8 images
+    if scale is None:
+        return torch.zeros(()), torch.ones(())
+    std = 1 / (255 * scale)
+    return -shift * std, std
+
+
 def train_judge(data, to_pixels, steps: int, lr: float = 2e-3) -> Judge:  # noqa: ANN001
-    """Train a JudgeNet on the data's training split for `steps` batches (Adam), report its val accuracy."""
-    from dlx.tasks.pixels import first_batch
+    """A JudgeNet trained for `steps` batches on the data's training split by the training loop of `dlx train`
+    (a classify run), once per data set: the run is cached in `<data.root>/.dlx-cache/judges/<key>/`, beside the
+    decoded data, and later runs, resumes and the other ranks of a data-parallel run load it (dlx.analysis.loading).
+    A file lock makes parallel jobs wait for the one that trains it."""
+    import fcntl
+
+    from dlx import checkpoint, rundir
+    from dlx.analysis.loading import load_run
 
     device = data.splits["train"][0].device
-    x0 = to_pixels(first_batch(data, "train", 2048))
-    mean, std = pixel_stats(x0)
-    net = JudgeNet(x0.shape[1], data.num_classes).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    done, epoch = 0, 0
-    while done < steps:
-        for batch in data.batches("train", epoch):
-            loss = F.cross_entropy(net((to_pixels(batch[0]) - mean) / std), batch[1])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            if done >= steps:
-                break
-        epoch += 1
-    judge = Judge(net, mean, std)
+    folder = judge_folder(data, steps)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = checkpoint.rng_state()  # training and loading seed themselves: the calling run's stream stays as it was
+    try:
+        with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another job (or rank) training this judge: wait for it, then load
+            if rundir.read_status(folder) != "completed":
+                fit_judge(data, steps, lr, folder, device)
+        net = load_run(folder, device=str(device), with_data=False).model
+    finally:
+        checkpoint.set_rng_state(rng)
+    mean, std = data_space(data)
+    judge = Judge(net, mean.to(device), std.to(device))
     judge.acc = _accuracy(judge, data, to_pixels)
-    log.info("FID judge: %d steps, val accuracy %.4f", steps, judge.acc)
+    log.info("FID judge: %s (%d steps), val accuracy %.4f", folder, steps, judge.acc)
     return judge
 
 
-def load_judge(run_dir: Path, data, to_pixels) -> Judge:  # noqa: ANN001
-    """A judge from a classify run's best (or last) weights; inputs standardized as that run's data were."""
-    from omegaconf import OmegaConf
+def judge_folder(data, steps: int) -> Path:  # noqa: ANN001 - a TensorData
+    return Path(data.root).absolute() / ".dlx-cache" / "judges" / judge_key(data, steps)
 
-    from dlx import build, checkpoint
+
+def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -> None:  # noqa: ANN001
+    """Train the judge as a classify run in `folder` with the loop of `dlx train`, on this process's data module
+    (unsharded: the judge of a data-parallel run sees the whole training split)."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    from dlx import config, prepare, rundir, train
+    from dlx.runtime import StopSignal
+
+    log.info("FID judge: training a JudgeNet for %d steps in %s (once for this data set)", steps, folder)
+    whole = copy.copy(data)  # shares the tensors
+    whole.shard(0, 1)
+    cfg = config.compose(["task=classify", "loss=cross_entropy", "optimizer=adam", f"optimizer.lr={lr}",
+                          "scheduler=none", f"trainer.max_steps={steps}", f"trainer.val_every={steps}",
+                          f"trainer.log_every={max(1, steps // 5)}", "trainer.progress=false",
+                          f"trainer.device={device.type}", "trainer.precision=32",
+                          f"trainer.deterministic={str(torch.are_deterministic_algorithms_enabled()).lower()}",
+                          f"paths.experiments={folder.parent}", "name=judge"])
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create({"_target_": f"{__name__}.JudgeNet", "in_channels": data.channels,
+                                      "num_classes": data.num_classes})
+        cfg.data = OmegaConf.create({"_target_": f"{type(data).__module__}.{type(data).__qualname__}",
+                                     "channels": data.channels,
+                                     "num_classes": data.num_classes})
+    OmegaConf.resolve(cfg)
+    r = prepare.setup(cfg, folder, data=whole)
+    try:
+        with StopSignal() as stop:
+            status = train.fit(r, stop)
+        train.write_summary(r, status)
+    finally:
+        r.tracker.close()
+    rundir.write_config(folder, cfg)
+
+
+def load_judge(run_dir: Path, data, to_pixels) -> Judge:  # noqa: ANN001
+    """A judge from a classify run's best (or last) weights (dlx.analysis.loading.load_run); inputs standardized
+    as that run's data were."""
+    from dlx.analysis.loading import load_run
     from dlx.tasks.pixels import first_batch
 
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / "best.pt"
-    if not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
-    state = checkpoint.load(path)
-    cfg = OmegaConf.create(state["config"])
+    device = data.splits["train"][0].device
+    try:
+        run = load_run(run_dir, device=str(device), with_data=False)
+    except DlxError as e:
+        raise ConfigError("task.judge_run", str(run_dir), str(e)) from None
+    cfg = run.cfg
     if cfg.data.get("num_classes") != data.num_classes or "classify" not in str(cfg.task.get("_target_")):
         raise ConfigError("task.judge_run", str(run_dir), f"must be a classify run on data with {data.num_classes} "
                           "classes (the data of this run)")
-    build.check_targets(cfg)
-    net = build.create(cfg.model, "model")
-    net.load_state_dict({k[len("model."):]: v for k, v in state["task"].items() if k.startswith("model.")})
-    device = data.splits["train"][0].device
     x0 = to_pixels(first_batch(data, "train", 2048))
     mean, std = pixel_stats(x0) if cfg.data.get("normalize", True) else (torch.zeros(1), torch.ones(1))
-    judge = Judge(net.to(device), mean.to(device), std.to(device))
+    judge = Judge(run.model, mean.to(device), std.to(device))
     judge.acc = _accuracy(judge, data, to_pixels)
     return judge
 
