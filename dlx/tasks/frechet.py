@@ -135,7 +135,7 @@ def train_judge(data, to_pixels, steps: int, lr: float = 2e-3) -> Judge:  # noqa
     A file lock makes parallel jobs wait for the one that trains it."""
     import fcntl
 
-    from dlx import checkpoint, rundir
+    from dlx import checkpoint
     from dlx.analysis.loading import load_run
 
     device = data.splits["train"][0].device
@@ -145,7 +145,7 @@ def train_judge(data, to_pixels, steps: int, lr: float = 2e-3) -> Judge:  # noqa
     try:
         with open(folder.with_name(folder.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another job (or rank) training this judge: wait for it, then load
-            if rundir.read_status(folder) != "completed":
+            if not (folder / "judge.json").is_file():
                 fit_judge(data, steps, lr, folder, device)
         net = load_run(folder, device=str(device), with_data=False).model
     finally:
@@ -191,10 +191,15 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
     try:
         with StopSignal() as stop:
             status = train.fit(r, stop)
-        train.write_summary(r, status)
     finally:
         r.tracker.close()
+    if status != "completed":
+        raise KeyboardInterrupt  # stopped while training the judge: the run stops too (and trains it next time)
     rundir.write_config(folder, cfg)
+    # A finished judge is marked by judge.json, not by a summary.json: it is no run to list among the
+    # experiment's (tools that look for run folders by their summary.json pass it by).
+    (folder / "summary.json").unlink(missing_ok=True)
+    rundir.write_json(folder / "judge.json", {"steps": steps, **r.last_val})
 
 
 def load_judge(run_dir: Path, data, to_pixels) -> Judge:  # noqa: ANN001
