@@ -138,6 +138,7 @@ class Run:
     meter: Meter = field(default_factory=Meter)
     recent: deque = field(default_factory=deque)  # latest training inputs, for BatchNorm recalibration
     save_due: bool = False  # a periodic checkpoint waits for the end of an accumulation window
+    stopped_by: str | None = None  # the signal the run stopped for (SIGTERM, SIGINT, another rank's)
     last_val: dict[str, float] = field(default_factory=dict)
     last_train: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)

@@ -138,6 +138,11 @@ class Stepper:
         self.schedulers[name].step()
         opt.zero_grad(set_to_none=True)
 
+    def take_layer_grads(self) -> dict[str, Tensor]:
+        """The per-layer gradients kept since the last call (empty unless a step captured them)."""
+        grads, self.layer_grads = self.layer_grads, {}
+        return grads
+
     def _capture_layers(self, params: list[Tensor]) -> None:
         """Keep each weight's gradient (detached) for per-layer norms and histograms at this log step."""
         self.layer_grads = {

@@ -72,8 +72,8 @@ def train_and_test(r: Run) -> int:
             code = 0
         else:
             r.stop_reason = "interrupted"
-            r.stop_detail = f"by {stop.requested} at step {r.state.step}"
-            log.info("interrupted by %s at step %d; resume with: dlx resume %s", stop.requested, r.state.step,
+            r.stop_detail = f"by {r.stopped_by} at step {r.state.step}"
+            log.info("interrupted by %s at step %d; resume with: dlx resume %s", r.stopped_by, r.state.step,
                      r.run_dir)
             code = EXIT_INTERRUPTED
     except Diverged as e:
@@ -170,7 +170,7 @@ def after_step(
     if r.save_due and not window_open:
         save_last(r)
     if r.processes.stop(stop.requested) and not window_open:  # every rank stops at the same step
-        stop.requested = stop.requested or "a signal to another rank"
+        r.stopped_by = stop.requested or "a signal to another rank"
         save_last(r)
         return "interrupted"
     if done and r.stop_reason is None:
@@ -219,14 +219,14 @@ def log_train(r: Run, steps_done: int, seconds: float) -> None:
         metrics["train/skipped"] = r.stepper.skipped  # updates dropped so far for a non-finite loss or gradient
     if seconds > 0:
         metrics["perf/samples_per_sec"] = steps_done * r.data.batch_size * r.world_size / seconds
-    if r.stepper.layer_grads:
-        names = list(r.stepper.layer_grads)
-        norms = torch.stack([g.float().norm() for g in r.stepper.layer_grads.values()]).tolist()
+    layer_grads = r.stepper.take_layer_grads()
+    if layer_grads:
+        names = list(layer_grads)
+        norms = torch.stack([g.float().norm() for g in layer_grads.values()]).tolist()
         metrics.update({f"grad_norm/{n}": v for n, v in zip(names, norms, strict=True)})
         if r.is_main:
-            for n, g in r.stepper.layer_grads.items():
+            for n, g in layer_grads.items():
                 r.tracker.writer.add_histogram(f"grad/{n}", g.float().cpu(), r.state.step)
-        r.stepper.layer_grads = {}
     r.last_train = metrics
     if r.is_main:
         r.tracker.scalars(r.state.step, metrics, epoch=r.state.step / r.steps_per_epoch)

@@ -135,7 +135,7 @@ KILLS = {
 }
 
 
-@pytest.mark.parametrize("name", list(KILLS))
+@pytest.mark.parametrize("name", [pytest.param(k, marks=pytest.mark.slow) if k == "gan" else k for k in KILLS])
 def test_killed_runs_resume_bitwise(name: str, tmp_path: Path) -> None:
     args, kill_at, saved_at = KILLS[name]
     common = ["train", *QUIET, *args, "trainer.deterministic=true", "trainer.max_steps=8", "trainer.log_every=2"]
