@@ -135,7 +135,8 @@ KILLS = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(k, marks=pytest.mark.slow) if k == "gan" else k for k in KILLS])
+# Three runs each: the GAN and drop-path ones are slow (make test-all); accumulation stays in the fast suite.
+@pytest.mark.parametrize("name", [pytest.param(k, marks=pytest.mark.slow) if k != "accumulate" else k for k in KILLS])
 def test_killed_runs_resume_bitwise(name: str, tmp_path: Path) -> None:
     args, kill_at, saved_at = KILLS[name]
     common = ["train", *QUIET, *args, "trainer.deterministic=true", "trainer.max_steps=8", "trainer.log_every=2"]
