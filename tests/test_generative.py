@@ -406,7 +406,7 @@ def test_dlx_sample_refuses_runs_that_are_not_generative(runs):
 
 def test_presets_compose_with_their_documentation():
     for preset in ("ae_mnist", "dae_mnist", "sparse_ae", "stacked_ae", "vae_mnist", "vae_2d_manifold",
-                   "dcgan_mnist", "segnet_shapes"):
+                   "dcgan_mnist", "cgan_mnist", "segnet_shapes"):
         path = Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{preset}.yaml"
         text = path.read_text()
         assert text.startswith("# @package _global_") and "Look at:" in text, preset
