@@ -282,6 +282,11 @@ def remove_if_unused(run_dir) -> None:  # noqa: ANN001 - Path
     leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
     if leftovers <= {".hydra", "train.log", ".lock"}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in list(run_dir.parents)[:2]:  # <name>/ and experiments/, when this run made them
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break
 
 
 def hydra_main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dlx.data import augment
-from dlx.errors import ConfigError
+from dlx.errors import ConfigError, DlxError
 
 Batch = tuple[Tensor, ...]
 
@@ -106,6 +106,7 @@ class TensorData:
         """Load, split, resize and move every split to its storage device (once)."""
         self.device = torch.device(device)
         loaded = self.load()
+        self.check_loaded(loaded)
         train, val = loaded.train, loaded.val
         if val is None:
             train, val = self._split_val(train)
@@ -123,6 +124,31 @@ class TensorData:
         if self.val_is_test:  # the same tensors, not a copy
             self.splits["val"] = self.splits["test"]
         self._fit_normalization(self.splits["train"][0])
+
+    def origin(self, split: str) -> str:
+        """The file (or folder) a split was read from, for error messages; subclasses that read files name them."""
+        return f"{type(self).__name__} data in {self.root}"
+
+    def check_loaded(self, loaded: Splits) -> None:
+        """Every field of a split has one entry per sample, and labels lie in [0, number of classes): bad data
+        fails here in one line naming its file, not as an index error (or a wrong metric) mid-training."""
+        for split, tensors in (("train", loaded.train), ("val", loaded.val), ("test", loaded.test)):
+            if not tensors:
+                continue
+            counts = [t.shape[0] for t in tensors]
+            if len(set(counts)) > 1:
+                raise DlxError(f"{self.origin(split)}: the {split} split has {counts[0]} images but "
+                               f"{counts[1]} labels" + (f" ({counts})" if len(counts) > 2 else ""))
+            if len(tensors) < 2 or tensors[1].is_floating_point() or tensors[1].dim() != 1 or not counts[0]:
+                continue
+            y = tensors[1]  # (N,) integer class labels
+            top = len(loaded.classes) if loaded.classes is not None else None
+            bad = (y < 0) | (y >= top) if top is not None else y < 0
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0, 0])
+                allowed = f"[0, {top})" if top is not None else ">= 0"
+                raise DlxError(f"{self.origin(split)}: label {int(y[i])} of sample {i} in the {split} split is "
+                               f"outside {allowed} ({int(bad.sum())} such labels)")
 
     def shard(self, rank: int, world_size: int) -> None:
         """Give this process every `world_size`-th training batch (data-parallel training)."""

@@ -12,10 +12,12 @@ lists of indices, so resuming at batch `start` skips earlier batches without dec
 """
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision import datasets
@@ -26,6 +28,19 @@ from dlx.errors import ConfigError, DlxError
 
 TEST_SEED = 0  # a test split cut from the training images is fixed, independent of the run's seed
 NORM_IMAGES = 512  # images (a fixed subset of the training split) that estimate the normalization
+
+
+UNREADABLE = "dlx: unreadable image "
+
+
+def load_rgb(path: str) -> Image.Image:
+    """torchvision's PIL loader, whose failure names the file (a worker's error reaches the main process as text)."""
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise OSError(f"{UNREADABLE}{path}: {' '.join(str(e).split()) or type(e).__name__}") from None
 
 
 class BatchPlan:
@@ -87,7 +102,7 @@ class ImageFolder(TensorData):
         # PIL resizes (antialiased, in C), then one uint8 (3, S, S) tensor: workers never produce floats.
         transform = v2.Compose([v2.Resize((self.image_size, self.image_size), antialias=True), v2.PILToTensor()])
         try:
-            return datasets.ImageFolder(path, transform=transform)
+            return datasets.ImageFolder(path, transform=transform, loader=load_rgb)
         except (FileNotFoundError, OSError) as e:
             raise DlxError(
                 f"image_folder: no images in class sub-folders of {path} ({' '.join(str(e).split())}); "
@@ -152,6 +167,16 @@ class ImageFolder(TensorData):
         spawn (macOS, Windows). A pass that starts while the split's previous one is still being read (the
         train split evaluated inside a training epoch) gets a loader of its own.
         """
+        try:
+            yield from self._decoded(split, positions)
+        except Exception as e:  # noqa: BLE001 - a worker re-raises load_rgb's error inside its own message
+            m = re.search(rf"{UNREADABLE}(.+?): ([^\n]*)", str(e))
+            if not m:
+                raise
+            path, reason = m.group(1), m.group(2)
+            raise DlxError(f"image_folder: unreadable image {path} ({reason}); remove or replace it") from None
+
+    def _decoded(self, split: str, positions: list[Tensor] | tuple[Tensor, ...]) -> Iterator[tuple[Tensor, Tensor]]:
         ds, idx = self.parts[split]
         batches = [idx[p].tolist() for p in positions]  # positions in the split -> indices in the folder
         kept = self._loaders.get(split)

@@ -93,6 +93,10 @@ class TorchvisionData(TensorData):
         """The expected files that are not in `folder()`."""
         return [f for f in self.files() if not os.path.isfile(os.path.join(self.folder(), f))]
 
+    def broken_file(self) -> str | None:
+        """Which file is unreadable and why, when that can be told (after torchvision failed on the set)."""
+        return None
+
     def cache_inputs(self) -> list[str]:
         """The files whose names, sizes and times key the cache: everything in `folder()`."""
         return regular_files(self.folder())
@@ -129,6 +133,9 @@ class TorchvisionData(TensorData):
                 f"{self.name}: data set files not found in {folder} (missing {', '.join(missing)}); "
                 f"pass data.download=true to fetch them, or put the torchvision files there"
             )
+        broken = self.broken_file()
+        if broken:
+            return DlxError(f"{self.name}: {broken}; delete the files in {folder} and pass data.download=true")
         # With verify on, torchvision's RuntimeError on present files means an md5 mismatch.
         reason = "md5 differs from the official files" if self.verify and isinstance(e, RuntimeError) else _one_line(e)
         hint = " (or data.verify=false for files you wrote yourself in this format)" if self.verify else ""
@@ -187,6 +194,8 @@ class MNIST(TorchvisionData):
         flat = self.flat()
         if flat is not None:
             return self._read_flat(flat, "train" if train else "t10k")
+        if not self.download:  # torchvision's IDX reader asserts on a bad header without naming the file
+            check_idx(self.folder(), "train" if train else "t10k")
         ds = self.open(lambda: self.source(self.root, train=train, download=self.download))
         return ds.data[:, None], ds.targets.long(), list(ds.classes)  # (N, 1, 28, 28) uint8, (N,)
 
@@ -196,6 +205,47 @@ class MNIST(TorchvisionData):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise self._error(ValueError(f"{prefix} images {x.shape} and labels {y.shape} do not match"))
         return torch.from_numpy(x)[:, None], torch.from_numpy(y.astype(np.int64)), list(self.class_names)
+
+    def origin(self, split: str) -> str:
+        prefix = "t10k" if split == "test" else "train"
+        return os.path.join(self.folder(), f"{prefix}-labels-idx1-ubyte")
+
+
+IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # type code -> bytes per value
+
+
+def idx_header(path: str) -> tuple[int, ...]:
+    """The dimensions an IDX file declares, checked against its magic number and its size; DlxError naming
+    the file when it is not an IDX file or is truncated."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_TYPES or not 1 <= magic[3] <= 4:
+            raise DlxError(f"{path}: not an IDX file (magic number {magic.hex() or 'missing'}); "
+                           "delete it and pass data.download=true")
+        raw = f.read(4 * magic[3])
+    if len(raw) < 4 * magic[3]:
+        raise DlxError(f"{path}: truncated IDX header; delete it and pass data.download=true")
+    dims = tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4))
+    expected = 4 + 4 * len(dims) + IDX_TYPES[magic[2]] * int(np.prod(dims))
+    if size != expected:
+        raise DlxError(f"{path}: {'truncated' if size < expected else 'longer than its header says'} "
+                       f"({size} bytes, the header {dims} needs {expected}); delete it and pass data.download=true")
+    return dims
+
+
+def check_idx(folder: str, prefix: str) -> None:
+    """An MNIST split's image and label files: valid IDX files that hold as many labels as images."""
+    images = os.path.join(folder, f"{prefix}-images-idx3-ubyte")
+    labels = os.path.join(folder, f"{prefix}-labels-idx1-ubyte")
+    if not (os.path.isfile(images) and os.path.isfile(labels)):
+        return  # torchvision's own message (files not found, download hint)
+    image_dims, label_dims = idx_header(images), idx_header(labels)
+    if len(image_dims) != 3 or len(label_dims) != 1:
+        raise DlxError(f"{images if len(image_dims) != 3 else labels}: IDX file of the wrong kind "
+                       f"(dimensions {image_dims if len(image_dims) != 3 else label_dims})")
+    if image_dims[0] != label_dims[0]:
+        raise DlxError(f"{labels}: {label_dims[0]} labels for the {image_dims[0]} images of {images}")
 
 
 class FashionMNIST(MNIST):
@@ -246,9 +296,33 @@ class CIFAR10(TorchvisionData):
         src = self.source
         return [f for f, _ in src.train_list + src.test_list] + [src.meta["filename"]]
 
+    def broken_file(self) -> str | None:
+        """The first pickled batch that does not load or whose data and labels disagree in length."""
+        src = self.source
+        for name, _ in src.train_list + src.test_list:
+            path = os.path.join(self.folder(), name)
+            try:
+                with open(path, "rb") as f:
+                    entry = pickle.load(f, encoding="latin1")  # what torchvision itself does with these files
+                data, labels = entry["data"], entry.get("labels", entry.get("fine_labels"))
+            except FileNotFoundError:
+                continue
+            except _PARSE_ERRORS as e:
+                return f"{path} is unreadable ({_one_line(e)})"
+            if labels is None or len(data) != len(labels) or np.asarray(data).size != len(data) * 3072:
+                n = "no" if labels is None else len(labels)
+                return f"{path} holds {len(data)} images (of {np.asarray(data).size} bytes) but {n} labels"
+        return None
+
+    def origin(self, split: str) -> str:
+        return self.folder()
+
     def _split(self, train: bool) -> tuple[Tensor, Tensor, list[str]]:
         cls = self.source if self.verify else self.unverified
         ds = self.open(lambda: cls(self.root, train=train, download=self.download))
+        if len(ds.data) != len(ds.targets):
+            counts = f"{len(ds.data)} images but {len(ds.targets)} labels in {self.folder()}"
+            raise DlxError(f"{self.name}: {self.broken_file() or counts}")
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         y = torch.as_tensor(np.asarray(ds.targets, dtype=np.int64))  # (N,)
         return x, y, list(ds.classes)
