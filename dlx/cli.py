@@ -132,6 +132,10 @@ def train(argv: list[str]) -> int:
     overrides = split_flags(argv)[1]
     if not inspecting:
         job_lists = job_overrides(overrides)
+        if len(job_lists) > 1 and not {"-m", "--multirun"} & set(argv):
+            swept = next(o for o in overrides if len(job_overrides([o])) > 1)
+            raise DlxError(f"{swept.split('=')[0].lstrip('+~')}: '{swept}' lists several values, which is a sweep: "
+                           "add -m to run one job per value (or quote it, key='a,b', to mean one string)")
         if "-m" in argv or "--multirun" in argv:
             from dlx import sweep as sweeps
 

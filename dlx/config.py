@@ -6,6 +6,7 @@ and the value checks a type cannot express (ranges, allowed choices), each faili
 names the key, the value and what is allowed.
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,9 +113,10 @@ def register_schema() -> None:
 def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
     if value is None:
         return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0) \
+        and math.isfinite(value)
     if not ok:
-        raise ConfigError(key, value, "must be a number >= 0" if allow_zero else "must be a number > 0")
+        raise ConfigError(key, value, "must be a finite number >= 0" if allow_zero else "must be a finite number > 0")
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -37,6 +37,32 @@ def plain_config(cfg: DictConfig) -> dict:
 
 
 # ---- set-up -----------------------------------------------------------------------------------------
+def check_batches(cfg: DictConfig, data: Any, task: torch.nn.Module) -> None:
+    """BatchNorm cannot train on batches of one sample (data.limit=1): refuse before training, naming the key."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    size = min(data.batch_size, len(data))
+    if size < 2 and any(isinstance(m, _BatchNorm) for m in task.modules()):
+        key = "limit" if cfg.data.get("limit") is not None and cfg.data.limit < data.batch_size else "batch_size"
+        raise ConfigError(f"data.{key}", cfg.data[key], f"leaves training batches of {size} sample; BatchNorm "
+                          "needs at least 2 (raise it, or choose a model without BatchNorm)")
+
+
+def check_monitor(monitor: str, task: torch.nn.Module, data: Any, device: torch.device, precision: str) -> None:
+    """A `trainer.monitor` the task does not log fails before training, not at the first validation: the task's
+    validation metrics are read from one validation batch (eval mode, no gradients, RNG state kept)."""
+    batch = next(iter(data.batches("val")))
+    was_training = task.training
+    task.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
+            runtime.autocast(device, precision):
+        logged = sorted(f"val/{k}" for k in task.validation_step(batch))
+    task.train(was_training)
+    if monitor not in logged:
+        logged = logged if task.monitor in logged else [*logged, task.monitor]
+        raise ConfigError("trainer.monitor", monitor, f"is not a validation metric; the task logs {logged}")
+
+
 def budget(trainer: Any, steps_per_epoch: int) -> int:
     """The run's length in training steps: trainer.max_steps, else trainer.epochs epochs."""
     return trainer.max_steps or trainer.epochs * steps_per_epoch
@@ -78,6 +104,9 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     task.to(device)
     task.on_fit_start(data)
     spec = task.spec()
+    check_batches(cfg, data, task)
+    if t.monitor and t.monitor != task.monitor:
+        check_monitor(t.monitor, task, data, device, precision)
     channels_last = runtime.use_channels_last(t.channels_last, device, task)
     if channels_last:
         task.to(memory_format=torch.channels_last)

@@ -82,6 +82,8 @@ def train_and_test(r: Run) -> int:
         r.stop_reason, r.stop_detail = "diverged", str(e).splitlines()[0]
         log.error(str(e))
     except (DlxError, KeyboardInterrupt, Exception) as e:
+        # Also in the test phase, after fit() said "completed": the run did not complete.
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         r.error = str(e).splitlines()[0] if str(e) else type(e).__name__
         r.stop_reason, r.stop_detail = ("interrupted", "KeyboardInterrupt") if isinstance(e, KeyboardInterrupt) \
             else ("failed", r.error)
