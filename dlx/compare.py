@@ -338,9 +338,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     runs = find_runs(args.paths)
-    unreadable = [r.unreadable for r in runs if r.unreadable]
-    if unreadable:
-        print(f"dlx: warning: {rundir.unreadable_note(unreadable)}", file=sys.stderr)
+    unreadable = rundir.unreadable_note([r.unreadable for r in runs if r.unreadable])
     done = [r for r in runs if r.status == "completed"]
     others = defaultdict(int)
     for r in runs:
@@ -348,7 +346,10 @@ def main(argv: list[str]) -> int:
             others[r.status] += 1
     if not done:
         raise DlxError(f"no completed runs under {', '.join(map(str, args.paths))}"
-                       + (f" ({', '.join(f'{n} {s}' for s, n in others.items())})" if others else ""))
+                       + (f" ({', '.join(f'{n} {s}' for s, n in others.items())})" if others else "")
+                       + (f"; {unreadable}" if unreadable else ""))
+    if unreadable:  # listed and counted, never dropped silently
+        print(f"dlx: warning: {unreadable}", file=sys.stderr)
     metric, mode = main_metric(done)
     if args.metric:
         known_metric(args.metric, {k for r in done for k in r.final}, "--metric")

@@ -269,22 +269,27 @@ def _validate_groups(cfg: DictConfig) -> None:
         _positive("optimizer.lr", opt.lr)
     if "weight_decay" in opt:
         _positive("optimizer.weight_decay", opt.weight_decay, allow_zero=True)
-    if "momentum" in opt:
-        if not isinstance(opt.momentum, int | float) or not 0 <= opt.momentum < 1:
-            raise ConfigError("optimizer.momentum", opt.momentum, "must be in [0, 1)")
+    if "momentum" in opt and _is_number(opt.momentum) and not 0 <= opt.momentum < 1:
+        raise ConfigError("optimizer.momentum", opt.momentum, "must be in [0, 1)")
     data = cfg.data
     for key in ("batch_size", "eval_batch_size"):
         if key in data and (not isinstance(data[key], int) or data[key] < 1):
             raise ConfigError(f"data.{key}", data[key], "must be an integer >= 1")
-    if "val_fraction" in data and not 0 <= data.val_fraction < 1:
+    if "val_fraction" in data and _is_number(data.val_fraction) and not 0 <= data.val_fraction < 1:
         raise ConfigError("data.val_fraction", data.val_fraction,
                           "must be in [0, 1) (0: train on every training image, validate on the test split)")
-    if "limit" in data and data.limit is not None and data.limit < 1:
+    if "limit" in data and _is_number(data.limit) and data.limit < 1:
         raise ConfigError("data.limit", data.limit, "must be an integer >= 1 or null")
-    if "dropout" in cfg.model and not 0 <= cfg.model.dropout < 1:
+    if "dropout" in cfg.model and _is_number(cfg.model.dropout) and not 0 <= cfg.model.dropout < 1:
         raise ConfigError("model.dropout", cfg.model.dropout, "must be in [0, 1)")
-    if "label_smoothing" in cfg.loss and not 0 <= cfg.loss.label_smoothing < 1:
+    if "label_smoothing" in cfg.loss and _is_number(cfg.loss.label_smoothing) \
+            and not 0 <= cfg.loss.label_smoothing < 1:
         raise ConfigError("loss.label_smoothing", cfg.loss.label_smoothing, "must be in [0, 1)")
+
+
+def _is_number(value: Any) -> bool:
+    """Range checks judge numbers only; a value of another type is named with its type by dlx.arguments."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -388,6 +393,9 @@ def explain(e: BaseException, cfg: DictConfig | None = None) -> DlxError:
         reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", first).strip().strip('"')
         found = broken_interpolation(cfg) if cfg is not None else None
         if found:
+            culprit = _blame(cfg, *found, reason)
+            if culprit:
+                return DlxError(f"{culprit[0]}={culprit[1]!r}: {reason} (in {found[0]}={found[1]})")
             return DlxError(f"{found[0]}={found[1]}: cannot resolve the interpolation: {reason}")
         return DlxError(f"{key or 'a config value'}: cannot resolve the interpolation: {reason}")
     if isinstance(e, ConfigKeyError | ConfigAttributeError) or re.search(r"Key '[^']+' (is )?not in", text):
@@ -489,10 +497,10 @@ def check_config(cfg: DictConfig) -> None:
     from dlx.arguments import check_arguments, check_targets
 
     check_known_keys(cfg)
-    validate(cfg)  # these two import nothing heavy: a typo in a trainer key or a target fails in a blink
+    validate(cfg)  # these three import nothing heavy: a typo, a range or a target fails in a blink
     check_targets(cfg)  # before check_arguments imports any target (and torch with it)
-    check_arguments(cfg)
     _validate_groups(cfg)
+    check_arguments(cfg)
 
 
 def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
@@ -509,23 +517,41 @@ def check(overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
     except DlxError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. interpolation to a missing key
-        raise _root_cause(cfg) or explain(e, cfg) from None
+        raise explain(e, cfg) from None
     return cfg, choices
 
 
-def _root_cause(cfg: DictConfig) -> DlxError | None:
-    """An interpolation that fails on a value of the wrong type (`${mul:${.length},2}` with length=long):
-    the argument checks, which read plain values before the values computed from them, name that value."""
-    from dlx.arguments import check_arguments, check_targets
+def _blame(cfg: DictConfig, key: str, text: str, reason: str, depth: int = 0) -> tuple[str, Any] | None:
+    """The plain value, referenced by the failing interpolation `text` of `key` (or by a failing interpolation it
+    references), that the error message quotes: `data.length='long'` behind `${mul:${.length},2}`."""
+    import re
 
-    try:
-        check_targets(cfg)
-        check_arguments(cfg)
-    except DlxError as e:
-        return e
-    except Exception:  # noqa: BLE001 - the same failure again: explained by the caller
+    if depth > 8:
         return None
+    parent = key.rpartition(".")[0]
+    for ref in re.findall(r"\$\{(\.*[\w.]+)\}", text):
+        dots = len(ref) - len(ref.lstrip("."))
+        base = parent.split(".") if parent else []
+        full = ".".join([*base[: len(base) - (dots - 1)], ref.lstrip(".")]) if dots else ref
+        node = OmegaConf.select(cfg, full, throw_on_resolution_failure=False, default=None)
+        raw = _raw(cfg, full)
+        if isinstance(raw, str) and "${" in raw:
+            found = _blame(cfg, full, raw, reason, depth + 1)
+            if found:
+                return found
+        elif node is not None and repr(node) in reason:
+            return full, node
     return None
+
+
+def _raw(cfg: DictConfig, key: str) -> Any:
+    try:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+        child = node._get_node(leaf) if isinstance(node, DictConfig) else None
+        return child._value() if child is not None else None
+    except Exception:  # noqa: BLE001 - a key that does not exist blames nothing
+        return None
 
 
 def broken_interpolation(node: Any, path: str = "") -> tuple[str, str] | None:

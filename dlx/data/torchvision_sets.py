@@ -105,7 +105,12 @@ class TorchvisionData(TensorData):
         if not self.cache:
             return self.decode()
         salt = f"{type(self).__name__}|verify={self.verify}"
-        return cached(self.root, self.name, self.cache_inputs, salt, self.decode)
+        # Checked before caching: bad labels or counts are not kept in the cache (setup checks what loads too).
+        return cached(self.root, self.name, self.cache_inputs, salt, lambda: self.checked(self.decode()))
+
+    def checked(self, loaded: Splits) -> Splits:
+        self.check_loaded(loaded)
+        return loaded
 
     def decode(self) -> Splits:
         """Read the files with torchvision."""
