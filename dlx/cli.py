@@ -5,13 +5,16 @@ composing and checking every job's config first, so a typo fails in one line bef
 made. Other commands are argparse programs in their own modules, imported only when called.
 """
 
+import errno
 import os
+import signal
 import sys
 import threading
 import warnings
 from importlib import import_module
+from pathlib import Path
 
-from dlx.errors import EXIT_USER_ERROR, DlxError
+from dlx.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, DlxError
 
 # conf/hydra/launcher/{joblib,submitit_slurm}.yaml give dlx's defaults to the plugins' schemas of the same
 # name, which Hydra 1.3 still merges (and types) but announces as deprecated in every (worker) process.
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         code = train(rest) if command == "train" else module.main(rest)
     except DlxError as e:
         fail(str(e))
+    except KeyboardInterrupt as e:  # Ctrl-C outside the loop's own handling, or twice: one line, no traceback
+        print(f"dlx: {e}" if str(e) else "dlx: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("dlx."):
             fail(f"'dlx {command}' is not available in this version ({e.name} is missing)")
@@ -141,6 +147,8 @@ def train(argv: list[str]) -> int:
 
             job_lists = sweeps.expand_presets(job_lists, sweeps.preset_params)  # each swept preset's own sweep
         jobs = [config.check(job) for job in job_lists]
+        for folder in dict.fromkeys(str(cfg.paths.experiments) for cfg, _ in jobs):
+            config.check_writable("paths.experiments", Path(folder))
         named = any(o.split("=")[0].lstrip("+~") == "name" for o in overrides)
         names = list(dict.fromkeys(str(cfg.name) for cfg, _ in jobs))
         if not named and jobs[0][0].name == config.default_name([jobs[0][1]]):
@@ -358,17 +366,29 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
     run_dir = Path(hc.runtime.output_dir)
     sweeping = hc.mode == RunMode.MULTIRUN
     _EXIT["run_dir"] = run_dir
+    # Until the loop installs its own handler, SIGINT and SIGTERM stop set-up, and the folder is cleaned up.
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
     try:
         OmegaConf.resolve(cfg)  # `${hydra:...}` (the run name) can only be resolved inside the job
         check_config(cfg)
         from dlx import sweep
 
-        if sweeping:
-            return sweep.execute(cfg, run_dir)  # a sweep skips done jobs, resumes interrupted ones
         try:
-            return train_one(cfg, run_dir)
-        finally:
-            sweep.mark(cfg, run_dir)  # a run that got going can be found by later sweeps
+            if sweeping:
+                return sweep.execute(cfg, run_dir)  # a sweep skips done jobs, resumes interrupted ones
+            try:
+                return train_one(cfg, run_dir)
+            finally:
+                sweep.mark(cfg, run_dir)  # a run that got going can be found by later sweeps
+        except OSError as e:  # a full disk, a read-only folder: the machine refused, one line names the file
+            if e.errno not in ENVIRONMENT_ERRORS:
+                raise
+            raise DlxError(f"cannot write {e.filename or run_dir}: {e.strerror}") from None
+    except KeyboardInterrupt:
+        if not sweeping:
+            remove_if_unused(run_dir)  # stopped while setting up: no empty run folder is left behind
+        raise
     except DlxError as e:
         if not sweeping:  # reported by main() as one line, after Hydra has returned
             _EXIT["error"] = str(e)
@@ -384,6 +404,17 @@ def run_job(cfg) -> int:  # noqa: ANN001 - DictConfig
         (run_dir / "error.txt").write_text(traceback.format_exc())
         print(f"dlx: job {hc.job.num} failed ({run_dir}): {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# errno values that say the machine, not dlx or the config, refused: one line, as a user error.
+ENVIRONMENT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name} before training started; nothing was saved")
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m dlx.cli train ...

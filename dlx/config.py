@@ -201,6 +201,23 @@ def check_hydra(hydra: DictConfig) -> None:
     check_new_run_dir(run_dir, "hydra.run.dir")
 
 
+def check_writable(key: str, folder: Path) -> None:
+    """The folder runs go to can be written (created where missing): a read-only or foreign folder is one line
+    before any work, not a traceback from inside Hydra. Nothing is left behind by the check."""
+    import tempfile
+
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, str(folder), f"{existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(key, str(folder), f"cannot write in {existing} ({e.strerror})") from None
+
+
 RUN_FILES = ("summary.json", "metrics.jsonl", "checkpoints", ".hydra")
 
 

@@ -19,3 +19,7 @@ class ConfigError(DlxError):
     def __init__(self, key: str, value: object, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+class Aborted(KeyboardInterrupt):
+    """A run stopped at once (a second Ctrl-C) without its final save; the message says how to resume it."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlx import build, checkpoint, rundir, runtime, schedulers
+from dlx import build, checkpoint, faults, rundir, runtime, schedulers
 from dlx.errors import ConfigError, DlxError
 from dlx.resume import check_resumable, differences  # noqa: F401 - dlx.prepare.check_resumable
 from dlx.state import Processes, Run, TrainState
@@ -84,6 +84,7 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     if precision == "16" and device.type != "cuda":
         raise ConfigError("trainer.precision", "16", "fp16 needs a CUDA device; use bf16 on this device")
     data = data if data is not None else build.build_data(cfg, device)
+    faults.in_setup()
     if processes.world_size > 1:
         data.shard(processes.rank, processes.world_size)
     steps_per_epoch = data.num_batches("train")

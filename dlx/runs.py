@@ -99,7 +99,8 @@ def print_table(runs: list[dict[str, Any]], root: Path, unreadable: list[rundir.
     for col in ("name", "folder", "status", *(["tags"] if tagged else []), *columns, "duration"):
         table.add_column(col, justify="right" if col in columns or col == "duration" else "left",
                          no_wrap=col == "folder")
-    colors = {"completed": "green", "running": "yellow", "failed": "red", "diverged": "red", "interrupted": "magenta"}
+    colors = {"completed": "green", "running": "yellow", "failed": "red", "diverged": "red", "interrupted": "magenta",
+              "aborted": "magenta"}
     for s in runs:
         metrics = main_metrics(s)
         status = s.get("status", "?")

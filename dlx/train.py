@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from dlx import checkpoint, diagnostics, faults, rundir, runtime, topk
-from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, ConfigError, DlxError
+from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, Aborted, ConfigError, DlxError
 from dlx.lock import RunLock
 from dlx.prepare import best_state, check_resumable, configure_logging, last_state, record_config, setup
 from dlx.schedulers import Plateau
@@ -46,6 +46,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> int:
     run_dir = Path(run_dir)
     configure_logging(run_dir)
     with RunLock(run_dir):
+        for stale in rundir.clean_stale_tmp(run_dir):  # a kill mid-save left it; the file it was for is intact
+            log.info("removed %s, left by a process killed while writing it", stale)
         state = checkpoint.load(run_dir / "checkpoints" / "last.pt") if resume else None
         if state is not None:
             check_resumable(state["config"], cfg)
@@ -81,16 +83,22 @@ def train_and_test(r: Run) -> int:
         r.error = str(e)
         r.stop_reason, r.stop_detail = "diverged", str(e).splitlines()[0]
         log.error(str(e))
-    except (DlxError, KeyboardInterrupt, Exception) as e:
-        # Also in the test phase, after fit() said "completed": the run did not complete.
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, without a save after the last checkpoint
+        status = "aborted"
+        r.error = f"aborted at step {r.state.step}; `dlx resume {r.run_dir}` continues from its last checkpoint"
+        raise Aborted(r.error) from None
+    except (DlxError, Exception) as e:
+        status = "failed"  # also in the test phase, after fit() said "completed": the run did not complete
         r.error = str(e).splitlines()[0] if str(e) else type(e).__name__
         r.stop_reason, r.stop_detail = ("interrupted", "KeyboardInterrupt") if isinstance(e, KeyboardInterrupt) \
             else ("failed", r.error)
         raise
     finally:
         if r.is_main:
-            write_summary(r, status, r.error)
+            try:
+                write_summary(r, status, r.error)
+            except OSError as e:  # a full disk: the error that caused it is the one to report
+                log.error("summary.json not written: %s", e)
             r.tracker.session_end(status)
             r.tracker.close()
             console.finish(r, status)
@@ -318,6 +326,7 @@ def validate(r: Run) -> str | None:
 def test_best(r: Run) -> None:
     """Evaluate the best weights (by the monitor) on the test split; the final ones when validation ran on the
     test split (data.val_fraction=0): weights picked on the test set would report an optimistic test number."""
+    faults.in_test()
     best = r.run_dir / "checkpoints" / "best.pt"
     use_best = not r.data.val_is_test
     if r.is_main and use_best and best.exists():
