@@ -56,6 +56,24 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     return state
 
 
+def load_weights(module: torch.nn.Module, weights: Any, path: Path, finite: bool = False) -> None:
+    """`module.load_state_dict(weights)`; weights of another shape or structure (missing, extra or resized
+    tensors, not a state dict at all) or, with `finite`, NaN/inf weights are one DlxError naming the file."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise DlxError(f"checkpoint {path} does not hold a state dict of tensors under 'task'")
+    if finite:
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise DlxError(f"checkpoint {path} holds non-finite weights ({', '.join(bad[:3])}"
+                           f"{', ...' if len(bad) > 3 else ''}): the run diverged before they were saved")
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError) as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        reason = " ".join(lines[1:3] if len(lines) > 1 else lines)[:300] or type(e).__name__
+        raise DlxError(f"checkpoint {path} does not fit the model of its config: {reason}") from None
+
+
 # ---- RNG state as plain values ------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
     """Every RNG a run draws from, as tensors and plain values (numpy's array becomes a tensor)."""

@@ -224,7 +224,7 @@ def load_pretrained(task: torch.nn.Module, source: Path) -> Pretrained:
     finally:
         checkpoint.set_rng_state(rng)
     own = task.state_dict()
-    matched = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    matched = {k: v for k, v in weights.items() if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape}
     if not matched:
         raise ConfigError("init_from", str(source), "shares no weights (same name and shape) with this model")
     task.load_state_dict(matched, strict=False)

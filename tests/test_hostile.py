@@ -251,3 +251,77 @@ def test_a_sweep_with_overrides_too_long_for_a_folder_name_runs(tmp_path: Path) 
     jobs = [json.loads(line) for line in (sweep / "jobs.jsonl").read_text().splitlines()]
     assert [j["action"] for j in jobs] == ["trained", "trained"]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+# ---- checkpoints of the wrong shape or structure, for every command that loads one --------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("trained")
+    done = run_dlx("train", "trainer.max_steps=4", "trainer.val_every=2", "model.width=16", "trainer.progress=false",
+                   cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = [p.parent.parent for p in (cwd / "experiments").rglob("checkpoints/best.pt")]
+    return run
+
+
+def _damage(path: Path, how: str) -> None:
+    import torch
+
+    state = torch.load(path, weights_only=True)
+    weights = state["task"]
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    if how == "resized":
+        weights[first] = torch.zeros(3, 3)
+    elif how == "extra key":
+        weights["model.surplus.weight"] = torch.zeros(2)
+    elif how == "missing key":
+        del weights[first]
+    elif how == "nan":
+        weights[first] = torch.full_like(weights[first], float("nan"))
+    elif how == "not a state dict":
+        state["task"] = [1, 2, 3]
+    elif how == "no optimizers":
+        del state["optimizers"]
+    torch.save(state, path)
+
+
+CHECKPOINT_CASES = {
+    # (command, damaged file, damage, text the one line must contain)
+    "eval, resized tensor": ("eval", "best.pt", "resized", "does not fit"),
+    "eval, extra key": ("eval", "best.pt", "extra key", "does not fit"),
+    "eval, missing key": ("eval", "best.pt", "missing key", "does not fit"),
+    "eval, NaN weights": ("eval", "best.pt", "nan", "non-finite"),
+    "predict, resized tensor": ("predict", "best.pt", "resized", "does not fit"),
+    "predict, not a state dict": ("predict", "best.pt", "not a state dict", "state dict"),
+    "init_from, not a state dict": ("init_from", "best.pt", "not a state dict", "init_from"),
+    "init_from, NaN weights": ("init_from", "best.pt", "nan", "init_from"),
+    "resume, missing key": ("resume", "last.pt", "missing key", "last.pt"),
+    "resume, no optimizers": ("resume", "last.pt", "no optimizers", "last.pt"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINT_CASES))
+def test_damaged_checkpoint(name: str, trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    command, file, how, needle = CHECKPOINT_CASES[name]
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    _damage(run / "checkpoints" / file, how)
+    if command == "resume":  # a run that stopped midway, so that there is something to resume
+        record = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    before = files_below(run)
+    args = {"eval": ["eval", str(run)], "predict": ["predict", str(run), str(tmp_path / "x.png")],
+            "resume": ["resume", str(run), "trainer.max_steps=6"],
+            "init_from": ["train", f"init_from={run}", "trainer.max_steps=2", "trainer.progress=false"]}[command]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = run_dlx(*args, cwd=cwd, timeout=120)
+    assert done.returncode == EXIT_USER_ERROR, (done.returncode, done.stderr[-2000:])
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-2000:]
+    assert needle in lines[0], lines[0]
+    if command != "resume":
+        assert files_below(run) == before, "a refused load changed the run folder"
+    assert not list(cwd.iterdir()), "a refused command left files behind"

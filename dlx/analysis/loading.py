@@ -109,7 +109,7 @@ def load_run(run_dir: Path | str, device: str = "auto", which: str = "best", wit
     runtime.seed_everything(int(cfg.seed), False)
     data = build.build_data(cfg, dev) if with_data else None
     task = build.build_task(cfg)
-    task.load_state_dict(state["task"])
+    checkpoint.load_weights(task, state["task"], path, finite=True)
     task.to(dev).eval()
     for p in task.parameters():
         p.requires_grad_(False)
