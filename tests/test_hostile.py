@@ -315,6 +315,10 @@ def test_damaged_checkpoint(name: str, trained: Path, tmp_path: Path) -> None:
     args = {"eval": ["eval", str(run)], "predict": ["predict", str(run), str(tmp_path / "x.png")],
             "resume": ["resume", str(run), "trainer.max_steps=6"],
             "init_from": ["train", f"init_from={run}", "trainer.max_steps=2", "trainer.progress=false"]}[command]
+    if command == "predict":  # a real image, so that only the checkpoint is wrong
+        from PIL import Image
+
+        Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     done = run_dlx(*args, cwd=cwd, timeout=120)
