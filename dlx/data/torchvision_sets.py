@@ -226,15 +226,15 @@ def idx_header(path: str) -> tuple[int, ...]:
     with open(path, "rb") as f:
         magic = f.read(4)
         if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_TYPES or not 1 <= magic[3] <= 4:
-            raise DlxError(f"{path}: not an IDX file (magic number {magic.hex() or 'missing'}); "
+            raise DlxError(f"{path} is corrupt: not an IDX file (magic number {magic.hex() or 'missing'}); "
                            "delete it and pass data.download=true")
         raw = f.read(4 * magic[3])
     if len(raw) < 4 * magic[3]:
-        raise DlxError(f"{path}: truncated IDX header; delete it and pass data.download=true")
+        raise DlxError(f"{path} is corrupt: truncated IDX header; delete it and pass data.download=true")
     dims = tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4))
     expected = 4 + 4 * len(dims) + IDX_TYPES[magic[2]] * int(np.prod(dims))
     if size != expected:
-        raise DlxError(f"{path}: {'truncated' if size < expected else 'longer than its header says'} "
+        raise DlxError(f"{path} is corrupt: {'truncated' if size < expected else 'longer than its header says'} "
                        f"({size} bytes, the header {dims} needs {expected}); delete it and pass data.download=true")
     return dims
 
@@ -313,10 +313,10 @@ class CIFAR10(TorchvisionData):
             except FileNotFoundError:
                 continue
             except _PARSE_ERRORS as e:
-                return f"{path} is unreadable ({_one_line(e)})"
+                return f"{path} is corrupt ({_one_line(e)})"
             if labels is None or len(data) != len(labels) or np.asarray(data).size != len(data) * 3072:
                 n = "no" if labels is None else len(labels)
-                return f"{path} holds {len(data)} images (of {np.asarray(data).size} bytes) but {n} labels"
+                return f"{path} is corrupt: {len(data)} images ({np.asarray(data).size} bytes) but {n} labels"
         return None
 
     def origin(self, split: str) -> str:
