@@ -16,17 +16,19 @@ __version__ = "0.1.0"
 __all__ = ["ConfigError", "DlxError", "LoadedRun", "RunResult", "load_run", "train"]
 
 # name -> module that defines it, imported on first access (PEP 562).
-_LAZY = {"RunResult": "dlx.api", "load_run": "dlx.analysis.loading", "LoadedRun": "dlx.analysis.loading"}
+_LAZY = {
+    "train": "dlx.api",
+    "RunResult": "dlx.api",
+    "load_run": "dlx.analysis.loading",
+    "LoadedRun": "dlx.analysis.loading",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":
-        # dlx.train is also the training loop's module; calling it runs the API (see the end of dlx/train.py).
-        return import_module("dlx.train")
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dlx' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY, "train"])
+    return sorted([*globals(), *_LAZY])

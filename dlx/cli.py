@@ -115,7 +115,7 @@ def fail(message: str) -> None:
 
 # ---- dlx train ------------------------------------------------------------------------------------
 def train(argv: list[str]) -> int:
-    """Check every job's config, then let Hydra run (or sweep) `dlx.train.run`."""
+    """Check every job's config, then let Hydra run (or sweep) `dlx.loop.run`."""
     from dlx import config, resolvers, searchpath
 
     if "--shell-completion" in argv or "-sc" in argv:
@@ -270,10 +270,10 @@ def job_overrides(overrides: list[str], limit: int = 64) -> list[list[str]]:
 
 
 def train_one(cfg, run_dir, resume: bool = False) -> int:  # noqa: ANN001 - DictConfig, Path
-    """One run: in this process (dlx.train), or on `trainer.devices` processes / under torchrun, where
+    """One run: in this process (dlx.loop), or on `trainer.devices` processes / under torchrun, where
     data parallelism wraps the same run (dlx.distributed)."""
     if cfg.trainer.devices == 1 and int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        from dlx.train import run
+        from dlx.loop import run
     else:
         from dlx.distributed import run
     return run(cfg, run_dir, resume=resume)

@@ -95,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False, job_num: int | Non
         return lead(cfg, run_dir, resume)
     if n == 1:
         pin_job_device(cfg, job_num)
-        from dlx.train import run as train_run
+        from dlx.loop import run as train_run
 
         return train_run(cfg, run_dir, resume=resume)
     check(cfg, n)
@@ -236,7 +236,7 @@ def _broadcast(obj: Any) -> Any:
 # ---- one rank of one run ----------------------------------------------------------------------------
 def train_rank(cfg: DictConfig, run_dir: Path, resume: bool) -> int:
     """What every rank does for a run; rank 0 also locks and logs the folder and reads last.pt."""
-    from dlx import checkpoint, prepare, train
+    from dlx import checkpoint, loop, prepare
     from dlx.lock import RunLock
 
     processes = Ranks(dist.get_rank(), dist.get_world_size())
@@ -253,7 +253,7 @@ def train_rank(cfg: DictConfig, run_dir: Path, resume: bool) -> int:
         r = prepare.setup(cfg, run_dir, resume_state=state, processes=processes)
         if processes.is_main and resume:
             prepare.record_config(run_dir, cfg)
-        return train.train_and_test(r)
+        return loop.train_and_test(r)
 
 
 class Ranks(Processes):

@@ -86,7 +86,7 @@ def lr_find(cfg: Any, steps: int, start: float, end: float, beta: float, diverge
     data = build.build_data(cfg, device)
     task = build.build_task(cfg)
     if cfg.init_from:
-        from dlx.train import load_pretrained
+        from dlx.loop import load_pretrained
 
         load_pretrained(task, Path(cfg.init_from))
     if cfg.freeze:

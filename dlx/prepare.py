@@ -1,6 +1,6 @@
 """Setting a run up: build everything from the config (`setup`), or continue from last.pt (`restore`).
 
-`dlx.train` reads the Run this builds and never builds anything itself. Everything a resume needs
+`dlx.loop` reads the Run this builds and never builds anything itself. Everything a resume needs
 (weights, optimizers, scheduler positions, scaler, EMA, RNG states, step, epoch, position inside the
 epoch, best metric, partial metric sums, the latest inputs for BatchNorm recalibration) is in last.pt;
 the epoch's shuffle order is a pure function of (seed, epoch), so it is recomputed rather than stored.

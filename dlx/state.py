@@ -1,7 +1,7 @@
 """What a run is made of while it trains: `Run` (everything built for it), `TrainState` (where it is),
 `Meter` (device-side metric sums) and `Processes` (how many processes train it, one by default).
 
-`dlx.prepare` builds a Run (fresh or from last.pt), `dlx.train` trains it; data parallelism
+`dlx.prepare` builds a Run (fresh or from last.pt), `dlx.loop` trains it; data parallelism
 (`dlx.distributed`) only swaps the Run's `Processes` for one that talks to the other ranks.
 """
 
@@ -113,7 +113,7 @@ class Processes:
 
 @dataclass
 class Run:
-    """Everything built for one run; `dlx.train` reads it."""
+    """Everything built for one run; `dlx.loop` reads it."""
 
     cfg: DictConfig
     run_dir: Path

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlx import config, prepare, train
+from dlx import config, loop, prepare
 from dlx.runtime import StopSignal
 from dlx.stepper import Stepper
 from dlx.tasks.classify import Classify
@@ -22,7 +22,7 @@ QUIET = ["trainer.progress=false", "trainer.device=cpu"]
 GAN = ["task=gan", "model=mlp_gan", "loss=gan_nonsat", "data.normalize=false", "task.fid_samples=0", "task.k=2"]
 
 
-def build_run(run_dir: Path, *overrides: str) -> train.Run:
+def build_run(run_dir: Path, *overrides: str) -> loop.Run:
     """Compose and check like `dlx train`, then build the run in `run_dir` (in this process: no start-up)."""
     cfg = config.compose([*QUIET, f"paths.experiments={run_dir.parent}", *overrides])
     OmegaConf.resolve(cfg)
@@ -30,10 +30,10 @@ def build_run(run_dir: Path, *overrides: str) -> train.Run:
     return prepare.setup(cfg, run_dir)
 
 
-def fit(r: train.Run) -> train.Run:
+def fit(r: loop.Run) -> loop.Run:
     try:
         with StopSignal() as stop:
-            assert train.fit(r, stop) == "completed"
+            assert loop.fit(r, stop) == "completed"
     finally:
         r.tracker.close()
     return r
@@ -98,7 +98,7 @@ def test_visuals_of_a_dropout_model_are_made_in_eval_mode(tmp_path: Path) -> Non
         r.task.train()
         for step in (1, 2):  # two validations of the same weights
             r.state.step = step
-            train.validate(r)
+            loop.validate(r)
             assert r.task.training, "the loop restores training mode after evaluating"
     finally:
         r.tracker.close()

@@ -49,7 +49,7 @@ def one_thread():
 
 
 def built(*overrides: str):  # noqa: ANN201 - (cfg, data, task)
-    """Compose the real config, set up its data on the CPU and build its task (as dlx.train.setup does)."""
+    """Compose the real config, set up its data on the CPU and build its task (as dlx.prepare.setup does)."""
     cfg = compose(list(overrides))
     OmegaConf.resolve(cfg)  # as the Hydra job does before building
     torch.manual_seed(0)

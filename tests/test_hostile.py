@@ -124,7 +124,7 @@ CASES: dict[str, Case] = {
     "torch.load as init": Case([f"init.{T}=torch.load", "~init.scheme", "~init.std", "+init.f=SENT"],
                                "init._target_"),
     "dlx.checkpoint.save": Case([f"model.{T}=dlx.checkpoint.save"], "model._target_"),
-    "dlx.train.run": Case([f"scheduler.{T}=dlx.train.run"], "scheduler._target_"),
+    "dlx.loop.run": Case([f"scheduler.{T}=dlx.loop.run"], "scheduler._target_"),
     "torchvision.datasets": Case([f"data.{T}=torchvision.datasets.MNIST"], "data._target_"),
     "builtins.exec": Case([f"optimizer.{T}=builtins.exec"], "optimizer._target_"),
     "target from env": Case([f"model.{T}=${{oc.env:HOSTILE_TARGET}}"], "model._target_",

@@ -1,6 +1,6 @@
 """The loop features of issue 3, each doing what it says, on real digits runs; and the speed presets.
 
-Most runs are in-process (`dlx.config.compose` -> `dlx.train.setup` -> `fit`), as `dlx train` runs
+Most runs are in-process (`dlx.config.compose` -> `dlx.prepare.setup` -> `dlx.loop.fit`), as `dlx train` runs
 them after Hydra, so each costs a fraction of a second; the CLI is run where composition through the
 real command is the point (`trainer=debug`, `dlx --help` without torch). No timing assertions: speed
 is measured by benchmarks/bench_train.py.
@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlx import checkpoint, config, train
+from dlx import checkpoint, config, loop
 from dlx.runtime import StopSignal
 from tests.conftest import run_dirs, run_dlx, summary
 
@@ -36,25 +36,25 @@ def torch_globals():
     torch.autograd.set_detect_anomaly(anomaly)
 
 
-def setup(run_dir: Path, *overrides: str) -> train.Run:
+def setup(run_dir: Path, *overrides: str) -> loop.Run:
     """Compose and check like `dlx train`, then build the run in `run_dir` (digits, CPU)."""
     cfg = config.compose([*FAST, f"paths.experiments={run_dir.parent}", *overrides])
     OmegaConf.resolve(cfg)
     config.check_config(cfg)
-    train.configure_logging(run_dir)
-    return train.setup(cfg, run_dir)
+    loop.configure_logging(run_dir)
+    return loop.setup(cfg, run_dir)
 
 
-def fit(r: train.Run) -> train.Run:
+def fit(r: loop.Run) -> loop.Run:
     try:
         with StopSignal() as stop:
-            assert train.fit(r, stop) == "completed"
+            assert loop.fit(r, stop) == "completed"
     finally:
         r.tracker.close()
     return r
 
 
-def run(run_dir: Path, *overrides: str) -> train.Run:
+def run(run_dir: Path, *overrides: str) -> loop.Run:
     return fit(setup(run_dir, *overrides))
 
 
@@ -70,9 +70,9 @@ def test_ema_weights_are_evaluated_and_kept_as_best(tmp_path: Path) -> None:
     best = checkpoint.load(r.run_dir / "checkpoints" / "best.pt")["task"]
     assert best.keys() == ema.keys() and all(torch.equal(best[k], ema[k]) for k in ema)
     # The loop's validation metrics are the EMA weights' metrics, not the raw weights'.
-    assert train.evaluate(r, "val") == r.last_val
+    assert loop.evaluate(r, "val") == r.last_val
     r.ema = None
-    assert train.evaluate(r, "val")["val/loss"] != r.last_val["val/loss"]
+    assert loop.evaluate(r, "val")["val/loss"] != r.last_val["val/loss"]
 
 
 def test_the_ema_copy_of_a_fractalnet_gets_the_batchnorm_statistics_of_its_own_weights(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_the_ema_copy_of_a_fractalnet_gets_the_batchnorm_statistics_of_its_own_w
     with torch.no_grad():
         for x in r.recent:
             joined.features(x)
-    train.evaluate(r, "val")
+    loop.evaluate(r, "val")
     bn = torch.nn.BatchNorm2d
     norms = [(a, b) for a, b in zip(ema.modules(), joined.modules(), strict=True) if isinstance(a, bn)]
     for a, b in norms:
@@ -128,7 +128,7 @@ def test_debug_trainer_runs_few_steps_on_a_subset_with_anomaly_detection(tmp_pat
     training = []  # anomaly mode at each training forward pass (the ones with gradients)
     r.task.model.register_forward_hook(
         lambda *_: training.append(torch.is_anomaly_enabled()) if torch.is_grad_enabled() else None)
-    assert train.train_and_test(r) == 0
+    assert loop.train_and_test(r) == 0
     assert r.state.step == 10 and len(r.data) == 256 and r.steps_per_epoch == 256 // 64
     assert training == [True] * 10
     assert not torch.is_anomaly_enabled()  # on for the training loop only

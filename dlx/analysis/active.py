@@ -207,18 +207,18 @@ def train_round(cfg, data, run_dir: Path):  # noqa: ANN001, ANN201 - a trained d
     """A fresh model trained on `data`'s train split by the training loop of `dlx train`, tested on the test split.
 
     The round is a run like any other: `prepare.setup` builds it around the labelled subset and
-    `train.train_and_test` runs `fit` (accumulation, EMA, clipping, precision, the finite check) and tests it,
+    `loop.train_and_test` runs `fit` (accumulation, EMA, clipping, precision, the finite check) and tests it,
     leaving a run folder with its config, summary.json, metrics and checkpoints. It validates once, at its last
     step, so best.pt is its final weights.
     """
-    from dlx import prepare, rundir, train
+    from dlx import loop, prepare, rundir
     from dlx.errors import EXIT_INTERRUPTED, DlxError
 
     prepare.configure_logging(run_dir)
     rundir.write_config(run_dir, cfg)  # as `dlx train` leaves it: dlx resume, eval and runs read the folder
     with quiet_console():
         r = prepare.setup(cfg, run_dir, data=data)
-        code = train.train_and_test(r)
+        code = loop.train_and_test(r)
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt
     if code != 0:

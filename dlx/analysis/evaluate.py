@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
 
 def task_metrics(run, split: str) -> dict[str, float]:  # noqa: ANN001 - LoadedRun
     """The task's own validation metrics over a whole split (batch-size-weighted means), as dlx train does."""
-    from dlx.train import Meter
+    from dlx.loop import Meter
 
     meter = Meter()
     run.task.eval()

@@ -1,6 +1,6 @@
 """The contract between a task and the training loop.
 
-A task is an nn.Module that owns the model(s) and the loss math. The loop (dlx.train) owns devices,
+A task is an nn.Module that owns the model(s) and the loss math. The loop (dlx.loop) owns devices,
 autocast, train/eval switching, clipping, the finite check, checkpoints, logging and data parallelism.
 The two meet in three places only:
 

@@ -168,7 +168,7 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
 
     from omegaconf import OmegaConf, open_dict
 
-    from dlx import config, prepare, rundir, train
+    from dlx import config, loop, prepare, rundir
     from dlx.runtime import StopSignal
 
     log.info("FID judge: training a JudgeNet for %d steps in %s (once for this data set)", steps, folder)
@@ -190,7 +190,7 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
     r = prepare.setup(cfg, folder, data=whole)
     try:
         with StopSignal() as stop:
-            status = train.fit(r, stop)
+            status = loop.fit(r, stop)
     finally:
         r.tracker.close()
     if status != "completed":

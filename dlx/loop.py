@@ -11,16 +11,13 @@ histograms, test) runs in eval mode under no_grad, the previous mode restored af
 
 import logging
 import math
-import sys
 import time
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,11 +28,8 @@ from dlx.errors import EXIT_DIVERGED, EXIT_INTERRUPTED, Aborted, ConfigError, Dl
 from dlx.lock import RunLock
 from dlx.prepare import best_state, check_resumable, configure_logging, last_state, record_config, setup
 from dlx.schedulers import Plateau
-from dlx.state import Meter, Run, TrainState  # noqa: F401 - re-exported: dlx.train.Meter, Run, TrainState
+from dlx.state import Meter, Run, TrainState  # noqa: F401 - re-exported: dlx.loop.Meter, Run, TrainState
 from dlx.stepper import Diverged
-
-if TYPE_CHECKING:
-    from dlx.api import RunResult
 
 log = logging.getLogger("dlx")
 
@@ -390,17 +384,3 @@ def write_summary(r: Run, status: str, error: str | None = None) -> None:
     if error:
         summary["error"] = error
     rundir.write_summary(r.run_dir, summary)
-
-
-# ---- dlx.train(...) ---------------------------------------------------------------------------------
-class _CallableModule(types.ModuleType):
-    """`dlx.train` names this module (the loop) and the Python API alike: calling the module trains a run."""
-
-    def __call__(self, overrides: list[str] | str = ()) -> "RunResult":
-        """`dlx.api.train`: train one run as `dlx train OVERRIDES` does; see its docstring."""
-        from dlx.api import train
-
-        return train(overrides)
-
-
-sys.modules[__name__].__class__ = _CallableModule
