@@ -54,6 +54,7 @@ def test_only_rank_zero_writes_and_checkpoints_keep_plain_keys(one_and_two: tupl
     assert all(torch.allclose(w1[k], w2[k], atol=5e-3) for k in w1)
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_killed_ddp_run_resumes_in_its_folder(tmp_path: Path, one_and_two: tuple[Path, Path]) -> None:
     args = ["train", "trainer.devices=2", "data.batch_size=32", *COMMON]
     killed = run_dlx(*args, cwd=tmp_path, env={"DLX_FAULT_KILL_AT_STEP": "30"})  # both ranks die after step 30
@@ -73,6 +74,7 @@ def test_killed_ddp_run_resumes_in_its_folder(tmp_path: Path, one_and_two: tuple
     assert s["metrics"]["final"]["test/acc"] == pytest.approx(reference["test/acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_torchrun_sweep_gives_one_folder_per_job(tmp_path: Path) -> None:
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "dlx.cli", "train", "-m",
@@ -94,6 +96,7 @@ def test_devices_beyond_the_machine_is_one_line_error(tmp_path: Path) -> None:
     assert out.returncode == 2 and out.stderr.startswith("dlx: error: trainer.device")
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_each_rank_resumes_with_its_own_rng_state(tmp_path: Path) -> None:
     # Dropout draws from each rank's own generator (seed + rank): a resumed run is bitwise the same as an
     # uninterrupted one only if every rank gets its own RNG state back, not rank 0's.

@@ -113,6 +113,7 @@ def test_preset_expands_to_its_jobs_and_each_job_builds(preset: str) -> None:
 
 
 # ---- smoke runs: one job of each preset, a couple of steps -----------------------------------------------
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_one_job_of_each_image_preset_trains(tmp_path: Path) -> None:
     dlx(tmp_path, "train", "-m", f"experiment={','.join(IMAGE_PRESETS)}", "data=digits", *QUICK)
     runs = {summary(d)["name"]: d for d in (tmp_path / "exp").glob("*/multirun-*/*") if (d / "summary.json").exists()}
@@ -125,6 +126,7 @@ def test_one_job_of_each_image_preset_trains(tmp_path: Path) -> None:
     assert any(k.startswith("grad_norm/") for r in records(runs["plain_vs_residual"]) for k in r)
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_parity_preset_sweeps_the_cells_at_a_given_length(tmp_path: Path) -> None:
     # A command-line value replaces the preset's sweep of that key: 3 jobs (rnn, lstm, gru) at length 6.
     dlx(tmp_path, "train", "-m", "experiment=rnn_vs_lstm_parity", "data.length=6", *QUICK)
@@ -167,6 +169,7 @@ def train_loss(run_dir: Path) -> float:
     return [r for r in records(run_dir) if "train/loss" in r][-1]["train/loss"]
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_residual_net_trains_where_the_plain_net_of_depth_56_degrades(tmp_path: Path) -> None:
     # Digits, 56 layers, the preset's SGD at a lower lr and without warm-up for the short run: training loss over
     # steps 11-20 (measured: plain about 2.26, residual about 0.8).

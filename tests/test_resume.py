@@ -87,6 +87,7 @@ def test_sigkill_mid_save_keeps_the_previous_checkpoint(reference: Path, workdir
     assert_bitwise_equal(reference, run_dir)
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_same_seed_same_metrics_other_seed_differs(reference: Path, workdir: Path) -> None:
     for seed in (0, 1):
         done = run_dlx("train", *ARGS, f"seed={seed}", cwd=workdir)

@@ -132,6 +132,7 @@ def test_a_sweep_name_must_be_a_folder_name(tmp_path: Path) -> None:
         "dlx: error: sweep.name='a/b' is not allowed: must be a folder name under experiments/ (no '/')")
 
 
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_killed_sweep_rerun_completes_only_the_missing_jobs(tmp_path: Path) -> None:
     args = ["train", "-m", "trainer.max_steps=20,60,30", *FAST]
     # SIGKILL (whole process, no handler runs) right after step 40: job 0 (20 steps) has completed,
@@ -170,6 +171,7 @@ def test_failed_job_does_not_stop_the_sweep(tmp_path: Path) -> None:
 
 
 # ---- Optuna ----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # make test-all: the fast suite keeps under 10 minutes on 2 cores
 def test_optuna_search_reports_its_best_trial(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     out = run_dlx("train", "hparams_search=mlp_digits", "hydra.sweeper.n_trials=3", "trainer.max_steps=20",
