@@ -44,3 +44,34 @@ def events(run_dir: Path):  # noqa: ANN201 - EventAccumulator
 def workdir(tmp_path: Path) -> Path:
     """A fresh current directory for dlx runs (experiments/ and data/ go inside)."""
     return tmp_path
+
+
+# ---- runs built and trained in this process (no start-up: for tests that inspect the Run itself) ----------
+IN_PROCESS = ["trainer.progress=false", "trainer.device=cpu"]
+
+
+def build_run(run_dir: Path, *overrides: str):  # noqa: ANN201 - dlx.state.Run
+    """Compose and check like `dlx train`, then build the run in `run_dir` (digits, CPU) in this process."""
+    from omegaconf import OmegaConf
+
+    from dlx import config, prepare
+
+    cfg = config.compose([*IN_PROCESS, f"paths.experiments={run_dir.parent}", *overrides])
+    OmegaConf.resolve(cfg)
+    config.check_config(cfg)
+    prepare.configure_logging(run_dir)
+    return prepare.setup(cfg, run_dir)
+
+
+def fit_in_process(r):  # noqa: ANN001, ANN201 - dlx.state.Run
+    """Train a built run to its budget (asserting it completes), closing its TensorBoard writer."""
+    from dlx import loop
+    from dlx.runtime import StopSignal
+
+    try:
+        with StopSignal() as stop:
+            assert loop.fit(r, stop) == "completed"
+    finally:
+        r.tracker.close()
+    return r
+

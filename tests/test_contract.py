@@ -13,30 +13,15 @@ import torch
 from omegaconf import OmegaConf
 
 from dlx import config, loop, prepare
-from dlx.runtime import StopSignal
 from dlx.stepper import Stepper
 from dlx.tasks.classify import Classify
-from tests.conftest import events, metrics_lines, run_dirs, run_dlx, summary
+from tests.conftest import build_run, events, fit_in_process, metrics_lines, run_dirs, run_dlx, summary
 
 QUIET = ["trainer.progress=false", "trainer.device=cpu"]
 GAN = ["task=gan", "model=mlp_gan", "loss=gan_nonsat", "data.normalize=false", "task.fid_samples=0", "task.k=2"]
 
 
-def build_run(run_dir: Path, *overrides: str) -> loop.Run:
-    """Compose and check like `dlx train`, then build the run in `run_dir` (in this process: no start-up)."""
-    cfg = config.compose([*QUIET, f"paths.experiments={run_dir.parent}", *overrides])
-    OmegaConf.resolve(cfg)
-    config.check_config(cfg)
-    return prepare.setup(cfg, run_dir)
-
-
-def fit(r: loop.Run) -> loop.Run:
-    try:
-        with StopSignal() as stop:
-            assert loop.fit(r, stop) == "completed"
-    finally:
-        r.tracker.close()
-    return r
+fit = fit_in_process
 
 
 # ---- schedules are sized in each optimizer's own updates ----------------------------------------------

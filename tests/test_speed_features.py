@@ -16,10 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dlx import checkpoint, config, loop
-from dlx.runtime import StopSignal
-from tests.conftest import run_dirs, run_dlx, summary
-
-FAST = ["trainer.progress=false", "trainer.device=cpu"]
+from tests.conftest import build_run, fit_in_process, run_dirs, run_dlx, summary
 
 
 @pytest.fixture(autouse=True)
@@ -36,22 +33,7 @@ def torch_globals():
     torch.autograd.set_detect_anomaly(anomaly)
 
 
-def setup(run_dir: Path, *overrides: str) -> loop.Run:
-    """Compose and check like `dlx train`, then build the run in `run_dir` (digits, CPU)."""
-    cfg = config.compose([*FAST, f"paths.experiments={run_dir.parent}", *overrides])
-    OmegaConf.resolve(cfg)
-    config.check_config(cfg)
-    loop.configure_logging(run_dir)
-    return loop.setup(cfg, run_dir)
-
-
-def fit(r: loop.Run) -> loop.Run:
-    try:
-        with StopSignal() as stop:
-            assert loop.fit(r, stop) == "completed"
-    finally:
-        r.tracker.close()
-    return r
+setup, fit = build_run, fit_in_process
 
 
 def run(run_dir: Path, *overrides: str) -> loop.Run:
