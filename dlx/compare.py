@@ -294,14 +294,7 @@ def plot(groups: list[Group], keys: list[str], metric: str, out: Path, log: bool
         steps = sorted({s for c in curves for s in c})
         if not steps:
             continue
-        means, lows, highs = [], [], []
-        for s in steps:
-            v = [c[s] for c in curves if s in c]
-            m = statistics.fmean(v)
-            sd = statistics.stdev(v) if len(v) > 1 else 0.0
-            means.append(m)
-            lows.append(m - sd)
-            highs.append(m + sd)
+        means, lows, highs = map(list, zip(*(mean_band([c[s] for c in curves if s in c], log) for s in steps), strict=True))
         color = _color(drawn)
         fig.band(steps, lows, highs, color=color, alpha=0.2)
         fig.line(steps, means, label=f"{label(g, keys)} (n={len(g.runs)})", color=color)
@@ -309,6 +302,17 @@ def plot(groups: list[Group], keys: list[str], metric: str, out: Path, log: bool
     if not drawn:
         raise DlxError(f"no run logged '{metric}' in metrics.jsonl")
     return fig.save(out)
+
+
+def mean_band(values: list[float], log: bool) -> tuple[float, float, float]:
+    """(mean, low, high) of one step's values over seeds: mean -+ sample std.
+
+    On a log axis mean - std can fall to or below zero (one seed's loss far above the others'), and the band
+    would fill down to the axis' floor; there it stops at the lowest seed's value instead.
+    """
+    m = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return m, max(m - sd, min(values)) if log else m - sd, m + sd
 
 
 def _color(i: int) -> str:

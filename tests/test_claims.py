@@ -105,3 +105,13 @@ def test_readme_and_docs_tables_are_the_ones_rendered_from_claims_json():
     for path in (root / "README.md", root / "docs" / "claims.md"):
         committed = [line for line in path.read_text().split(claims.END)[0].splitlines() if line.startswith("| **")]
         assert committed == rows[2:], f"{path.name}: run `dlx claims --render`"
+
+
+def test_a_log_plot_band_stays_above_zero_where_one_seed_is_far_above_the_others() -> None:
+    from dlx.compare import mean_band
+
+    values = [2.0, 0.001, 0.002]  # mean 0.67, std 1.15: mean - std < 0, which a log axis cannot draw
+    mean, low, high = mean_band(values, log=True)
+    assert low == 0.001 and high == pytest.approx(mean + statistics.stdev(values))
+    assert mean_band(values, log=False)[1] == pytest.approx(mean - statistics.stdev(values))
+    assert mean_band([0.5], log=True) == (0.5, 0.5, 0.5)
