@@ -294,7 +294,8 @@ def plot(groups: list[Group], keys: list[str], metric: str, out: Path, log: bool
         steps = sorted({s for c in curves for s in c})
         if not steps:
             continue
-        means, lows, highs = map(list, zip(*(mean_band([c[s] for c in curves if s in c], log) for s in steps), strict=True))
+        bands = [mean_band([c[s] for c in curves if s in c], log) for s in steps]  # (mean, low, high) per step
+        means, lows, highs = map(list, zip(*bands, strict=True))
         color = _color(drawn)
         fig.band(steps, lows, highs, color=color, alpha=0.2)
         fig.line(steps, means, label=f"{label(g, keys)} (n={len(g.runs)})", color=color)
