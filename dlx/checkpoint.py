@@ -5,7 +5,6 @@ is never a pickle fallback. A save writes a temp file in the same folder, fsyncs
 over the old one, so a kill or a full disk mid-save leaves the previous checkpoint intact.
 """
 
-import os
 import pickle
 import random
 import warnings
@@ -21,20 +20,12 @@ from dlx.errors import DlxError
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` atomically: temp file, flush, fsync, rename, fsync the folder."""
+    """Write `state` to `path` atomically (rundir.atomic_writer: temp file, fsync, rename, fsync the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = rundir.tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            faults.in_save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    rundir.fsync_dir(path.parent)  # make the rename itself durable
+    with rundir.atomic_writer(path) as f:
+        torch.save(state, f)
+        faults.in_save(f)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -17,8 +17,10 @@ never crash on what a crash or a hand edit left behind:
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dlx.errors import DlxError
 
@@ -44,20 +46,30 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write: temp file, fsync, rename over `path`, fsync the folder. A kill or a full disk at any
-    moment leaves the old file or the new one, never half of one, and no temp file when an error is raised."""
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Write `path` atomically through the yielded binary file: temp file, fsync, rename, fsync the folder.
+
+    A kill or a full disk at any moment leaves the old file or the new one, never half of one, and no temp
+    file when an error is raised.
+    """
     path = Path(path)
     tmp = tmp_path(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    fsync_dir(path.parent)  # make the rename itself durable
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomic write of `data` to `path` (atomic_writer)."""
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def fsync_dir(folder: Path) -> None:
