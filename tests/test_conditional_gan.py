@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 from dlx import build
+from dlx.analysis.loading import load_run
 from dlx.config import compose
-from dlx.data.digits import Digits
 from dlx.errors import ConfigError
 from dlx.losses.gan import GANLoss
 from dlx.models.dcgan import DCGAN
 from dlx.models.mlp_gan import MLPGAN
-from dlx.tasks.frechet import train_judge
+from dlx.tasks.frechet import judge_folder, train_judge
 from dlx.tasks.gan import GAN
 from tests.conftest import run_dirs, run_dlx, summary
 
@@ -53,7 +53,7 @@ def test_conditional_is_refused_without_a_label_input_and_class_without_conditio
     assert build.build_task(cfg).conditional
 
 
-def test_the_class_input_changes_what_the_judge_sees(workdir: Path):
+def test_the_class_input_changes_what_the_judge_sees(workdir: Path, monkeypatch: pytest.MonkeyPatch):
     done = run_dlx("train", "task=gan", "model=dcgan", "loss=gan_nonsat", "data.normalize=false",
                    "task.conditional=true", "model.width=32", "trainer.max_steps=200", "trainer.val_every=200",
                    "trainer.log_every=50", "task.judge_steps=200", "task.fid_samples=500", "optimizer.lr=1e-3",
@@ -68,11 +68,13 @@ def test_the_class_input_changes_what_the_judge_sees(workdir: Path):
     out = workdir / "three.png"
     assert main([str(run), "--class", "3", "--n", "16", "--out", str(out)]) == 0
     assert Image.open(out).size == (8 * 10 + 2, 2 * 10 + 2)
-    # The same noise with another class: the judge (trained on the same digits) sees another digit.
+    # The same noise with another class: the judge sees another digit. It is the run's own judge (cached per
+    # data set beside the data): loading it trains nothing, so the test's judge is the one that scored the run.
+    monkeypatch.chdir(workdir)  # data.root (and the judge cache under it) is relative to where the run was started
     task = load_task(run, "cpu")
-    data = Digits(normalize=False)
-    data.setup("cpu")
-    judge = train_judge(data, task.pixels.to_pixels, 100)
+    data = load_run(run, device="cpu").data
+    assert (judge_folder(data, 200) / "judge.json").is_file()
+    judge = train_judge(data, task.pixels.to_pixels, 200)
     predicted = {}
     for label in (3, 7):
         images = task.sample(100, torch.Generator().manual_seed(0), label=label)
