@@ -275,6 +275,9 @@ def evaluate(r: Run, split: str) -> dict[str, float]:
                 meter.add(task.validation_step(to_memory_format(batch, r.channels_last)), batch[0].shape[0])
         metrics = meter.read(split)
         extra = task.on_validation_end(r.data)
+    if not set(extra) <= set(r.spec.end_metrics):  # a task bug: trainer.monitor was checked against the declaration
+        raise RuntimeError(f"{type(r.task).__name__}.on_validation_end returned {sorted(extra)}; its TaskSpec "
+                           f"declares end_metrics={r.spec.end_metrics}")
     metrics.update({f"{split}/{k}": float(v) for k, v in extra.items()})
     return metrics
 

@@ -27,6 +27,7 @@ from dlx.errors import ConfigError, DlxError
 from dlx.resume import check_resumable, differences  # noqa: F401 - dlx.prepare.check_resumable
 from dlx.state import Processes, Run, TrainState
 from dlx.stepper import Stepper
+from dlx.tasks.base import TaskSpec
 from dlx.tracking import Tracker, flat_hparams, remote_logger, run_metadata
 
 log = logging.getLogger("dlx")
@@ -48,16 +49,27 @@ def check_batches(cfg: DictConfig, data: Any, task: torch.nn.Module) -> None:
                           "needs at least 2 (raise it, or choose a model without BatchNorm)")
 
 
-def check_monitor(monitor: str, task: torch.nn.Module, data: Any, device: torch.device, precision: str) -> None:
-    """A `trainer.monitor` the task does not log fails before training, not at the first validation: the task's
-    validation metrics are read from one validation batch (eval mode, no gradients, RNG state kept)."""
+def check_monitor(monitor: str, task: torch.nn.Module, spec: TaskSpec, data: Any, device: torch.device,
+                  precision: str) -> None:
+    """A `trainer.monitor` the task does not log fails before training, not at the first validation.
+
+    The task logs what its spec declares `on_validation_end` returns (val/ppl, val/fid, ...) and its
+    `validation_step` metrics, read from an evaluation of one validation batch (eval mode, no gradients, RNG
+    state kept), which `on_validation_end` closes so that sums over a split (lm's NLL) start afresh for the
+    first real validation.
+    """
+    end = [f"val/{k}" for k in spec.end_metrics]
+    if monitor in end:
+        return
     batch = next(iter(data.batches("val")))
     was_training = task.training
     task.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
             runtime.autocast(device, precision):
         logged = sorted(f"val/{k}" for k in task.validation_step(batch))
+        task.on_validation_end(data)
     task.train(was_training)
+    logged += end
     if monitor not in logged:
         logged = logged if task.monitor in logged else [*logged, task.monitor]
         raise ConfigError("trainer.monitor", monitor, f"is not a validation metric; the task logs {logged}")
@@ -107,7 +119,7 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     spec = task.spec()
     check_batches(cfg, data, task)
     if t.monitor and t.monitor != task.monitor:
-        check_monitor(t.monitor, task, data, device, precision)
+        check_monitor(t.monitor, task, spec, data, device, precision)
     channels_last = runtime.use_channels_last(t.channels_last, device, task)
     if channels_last:
         task.to(memory_format=torch.channels_last)

@@ -12,7 +12,8 @@ The two meet in three places only:
    probed. Which optimizers and how many updates each makes per training step (schedules are sized in
    each optimizer's own updates), whether data parallelism may wrap the model in DDP, whether a step may
    leave parameters without gradients, whether BatchNorm statistics are recomputed before evaluation
-   (and from how many recent training batches), and the model's named extra outputs.
+   (and from how many recent training batches), the model's named extra outputs, and the metrics
+   `on_validation_end` may return (a `trainer.monitor` on one of them is checked against this list).
 3. **What models declare to their task** (`ModelSpec`, a model's `model_spec()` via `Declares`): the
    model-side facts of the spec (drop-path skips parameters, recalibration, auxiliary heads).
 
@@ -79,6 +80,8 @@ class TaskSpec:
         recalibration_batches: see ModelSpec; the loop keeps that many training inputs (in last.pt too, so a
             resumed run recalibrates on the same batches) and calls `recalibrate(inputs)` before evaluating.
         extra_outputs: see ModelSpec.
+        end_metrics: names (without the split) of the metrics `on_validation_end` may return, e.g. ("ppl",); the
+            loop checks `trainer.monitor` against them before training and refuses a name not declared here.
     """
 
     updates: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({"main": 1}))
@@ -86,6 +89,7 @@ class TaskSpec:
     skips_parameters: bool = False
     recalibration_batches: int = 0
     extra_outputs: tuple[str, ...] = ()
+    end_metrics: tuple[str, ...] = ()
 
 
 class Task(nn.Module):
@@ -96,6 +100,8 @@ class Task(nn.Module):
     monitor_mode: str = "min"
     # See TaskSpec.ddp_wraps_model: only tasks whose training_step calls `self.train_model(x)` and nothing else.
     ddp_wraps_model: bool = False
+    # See TaskSpec.end_metrics: what on_validation_end returns (tasks whose list depends on their config override spec).
+    end_metrics: tuple[str, ...] = ()
 
     def __init__(self, model: nn.Module, loss: nn.Module):
         super().__init__()
@@ -107,7 +113,8 @@ class Task(nn.Module):
         m = model_spec(self.model)
         return TaskSpec(updates=MappingProxyType(dict.fromkeys(self.param_groups(), 1)),
                         ddp_wraps_model=self.ddp_wraps_model, skips_parameters=m.skips_parameters,
-                        recalibration_batches=m.recalibration_batches, extra_outputs=m.extra_outputs)
+                        recalibration_batches=m.recalibration_batches, extra_outputs=m.extra_outputs,
+                        end_metrics=self.end_metrics)
 
     # ---- what the loop calls ------------------------------------------------------------------
     def param_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -138,7 +145,9 @@ class Task(nn.Module):
         """Optional hook with the set-up data module (e.g. fit a PCA baseline, fix a noise batch)."""
 
     def on_validation_end(self, data) -> dict[str, Tensor]:  # noqa: ANN001
-        """Optional extra metrics computed once per validation over whole data (e.g. FID); means."""
+        """Optional extra metrics computed once per evaluation over whole data (e.g. FID); means. It ends an
+        evaluation: sums a task keeps over a split's validation steps start afresh after it. Every name it may
+        return is declared in `TaskSpec.end_metrics`."""
         return {}
 
     def recalibrate(self, inputs: Sequence[Tensor]) -> None:

@@ -57,6 +57,9 @@ def gaussian_stats(feats: Tensor) -> tuple[Tensor, Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
+SCORES = ("fid", "judge_conf", "judge_acc")  # the names Judge.score returns
+
+
 class Judge:
     """The classifier, its input normalization and the real images' feature statistics.
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from dlx.errors import ConfigError
 from dlx.losses.gan import GANLoss
 from dlx.tasks.base import Step, Task, TaskSpec
-from dlx.tasks.frechet import Judge, load_judge, train_judge
+from dlx.tasks.frechet import SCORES, Judge, load_judge, train_judge
 from dlx.tasks.pixels import PixelRange, first_batch
 
 NUM_SAMPLES = 64  # fixed-noise samples in TensorBoard
@@ -95,7 +95,9 @@ class GAN(Task):
 
     def spec(self) -> TaskSpec:
         # k discriminator updates per generator update: each schedule is sized in its own optimizer's updates.
-        return TaskSpec(updates={"gen": 1, "disc": self.k})
+        # The judge's scores at each validation only with a judge (fid_samples > 0); judge_class_acc when conditional.
+        end = (*SCORES, *(("judge_class_acc",) if self.conditional else ())) if self.fid_samples else ()
+        return TaskSpec(updates={"gen": 1, "disc": self.k}, end_metrics=end)
 
     def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"gen": list(self.model.generator.parameters()), "disc": list(self.model.discriminator.parameters())}

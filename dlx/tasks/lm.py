@@ -69,6 +69,7 @@ class LanguageModel(Task):
     """
 
     ddp_wraps_model = True  # training_step calls only self.train_model(x)
+    end_metrics = ("ppl",)  # on_validation_end: exp of the whole split's mean NLL
 
     def __init__(self, model: nn.Module, loss: nn.Module, context: int = 128, temperature: float = 0.8,
                  sample_length: int = 300, prompt: str = "\n"):

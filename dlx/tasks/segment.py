@@ -50,6 +50,7 @@ class Segment(Task):
     monitor = "val/miou"
     monitor_mode = "max"
     ddp_wraps_model = True  # training_step calls only self.train_model(x)
+    end_metrics = ("miou",)  # on_validation_end: the whole split's confusion matrix
 
     def __init__(self, model, loss):  # noqa: ANN001
         super().__init__(model, loss)
