@@ -78,20 +78,26 @@ def build_task(cfg: DictConfig) -> nn.Module:
     return create(cfg.task, "task", model=model, loss=loss)
 
 
+def under(name: str, prefix: str) -> bool:
+    """Whether a dotted module or parameter name is `prefix` or inside it ("features.1" holds "features.1.weight",
+    not "features.10.weight")."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def freeze(task: nn.Module, prefixes: list[str]) -> None:
     """Keep fixed what any prefix names (inside the model): no gradients for its parameters, and its
     normalization layers stay in eval mode, so their running statistics are the pretrained ones too
     (a frozen feature extractor computes what it computed before fine-tuning)."""
     names = [n for n, _ in task.model.named_parameters()]
     for prefix in prefixes:
-        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        hits = [n for n in names if under(n, prefix)]
         if not hits:
             raise ConfigError("freeze", prefix, "names no module of the model (see `dlx models --names`)")
         for name, p in task.model.named_parameters():
             if name in hits:
                 p.requires_grad_(False)
         for name, module in task.model.named_modules():
-            if (name == prefix or name.startswith(prefix + ".")) and isinstance(module, _NormBase):
+            if under(name, prefix) and isinstance(module, _NormBase):
                 keep_eval(module)
 
 
@@ -132,8 +138,29 @@ def build_optimizers(cfg: DictConfig, task: nn.Module, device: torch.device) -> 
         fusable = ("torch.optim.Adam", "torch.optim.AdamW") + (() if node.get("momentum") else ("torch.optim.SGD",))
         if device.type in ("cuda", "cpu") and node._target_ in fusable:
             extra["fused"] = True
-        optimizers[name] = create(node, "optimizer")(params, **extra)
+        optimizers[name] = create(node, "optimizer")(decay_groups(task, params, list(cfg.get("decay") or [])),
+                                                     **extra)
     return optimizers
+
+
+def decay_groups(task: nn.Module, params: list[nn.Parameter], prefixes: list[str]) -> list:
+    """`params` as the optimizer takes them: all alike when `prefixes` is empty, else two parameter groups, the
+    parameters under a prefix (inside the model, as `freeze` names them) with optimizer.weight_decay and the rest
+    with none. Gal et al. 2017 decay only their CNN's dense layer (Keras' W_regularizer: `decay=[classifier.2.weight]`);
+    decay=[] (the default) decays every parameter, as torch's optimizers do."""
+    if not prefixes:
+        return params
+    names = {id(p): n for n, p in task.model.named_parameters()}
+    for prefix in prefixes:
+        if not any(under(n, prefix) for n in names.values()):
+            raise ConfigError("decay", prefix, "names no parameter of the model (see `dlx models --names`)")
+
+    def decayed(p: nn.Parameter) -> bool:
+        return any(under(names.get(id(p), ""), prefix) for prefix in prefixes)
+
+    groups = [{"params": [p for p in params if decayed(p)]},
+              {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def build_schedulers(cfg: DictConfig, optimizers: dict, total_updates: dict[str, int] | int) -> dict[str, Any]:

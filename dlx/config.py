@@ -97,6 +97,7 @@ class RootSchema:
     allowed_targets: list[str] = field(default_factory=list)
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
+    decay: list[str] = field(default_factory=list)  # model prefixes that get optimizer.weight_decay; [] = all
     tags: list[str] = field(default_factory=list)
     sweep: SweepSchema = field(default_factory=SweepSchema)
     claim: Any = None  # a preset's lecture claim and its criterion, read by `dlx claims` (dlx/claims.py)

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     return train_one(cfg, args.run_dir, resume=True)
 
 
-RESUME_FIXED = ("seed", "model", "data", "task", "loss", "init")
+RESUME_FIXED = ("seed", "model", "data", "task", "loss", "init", "decay")
 
 
 def first_difference(a: Any, b: Any, path: str) -> tuple[str, Any, Any] | None:

@@ -76,6 +76,23 @@ def test_mc_dropout_samples_dropout_only_and_restores_modes():
         u.require_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0)), "here")
 
 
+def test_mc_probs_computes_dropout_free_features_once_with_the_same_draws():
+    from dlx.models.bayesian_cnn import BayesianCNN
+
+    model, x = BayesianCNN(1, 10, 28), torch.rand(6, 1, 28, 28)
+    assert u.deterministic_features(model) and not u.deterministic_features(torch.nn.Linear(2, 2))
+    calls = []
+    model.features.register_forward_hook(lambda *_: calls.append(1))
+    with u.mc_dropout(model):
+        torch.manual_seed(3)
+        fast = u.mc_probs(model, x, 5)
+        torch.manual_seed(3)  # the whole net per pass: the same dropout masks in the same order
+        slow = torch.stack([model(x).float().softmax(-1) for _ in range(5)])
+    assert len(calls) == 1 + 5  # once in mc_probs, five times in the plain passes
+    torch.testing.assert_close(fast, slow)
+    assert not torch.allclose(fast[0], fast[1])  # still stochastic: the classifier's dropout samples
+
+
 def test_heteroscedastic_loss_is_minimized_at_the_true_log_variance():
     loss = Heteroscedastic()
     residual = torch.tensor([[0.5]])

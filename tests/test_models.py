@@ -589,3 +589,16 @@ def test_bad_values_name_the_key(name: str, data: dict, overrides: dict, key: st
     with pytest.raises(ConfigError) as err:
         dlx.build.create(cfg.model, "model")
     assert err.value.key == key and "\n" not in str(err.value), err.value
+
+
+def test_bayesian_cnn_is_gal_et_al_2017s_net():
+    """Sec. 5.1: conv 32@4x4, relu, conv 32@4x4, relu, max pool 2, dropout 0.25, dense 128, relu, dropout 0.5, dense."""
+    model = build("bayesian_cnn", MNIST)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.padding) for c in convs] == [(32, (4, 4), (0, 0))] * 2
+    assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.25, 0.5]
+    # 28 -> 25 -> 22 -> pool 11: 32 x 11 x 11 = 3,872 inputs to the dense layer
+    assert model.classifier[2].in_features == 3872 and model.classifier[2].out_features == 128
+    assert count("bayesian_cnn", MNIST) == (16 * 32 + 32) + (32 * 16 * 32 + 32) + (3872 * 128 + 128) + (128 * 10 + 10)
+    with pytest.raises(Exception, match="kernel=5 is not allowed"):
+        build("bayesian_cnn", DIGITS, kernel=5)  # 8 -> 4 -> 0: no map left

@@ -224,3 +224,20 @@ def test_digits_load_without_importing_scikit_learn() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+# ---- weight decay on chosen parameters ------------------------------------------------------------
+def test_decay_puts_weight_decay_on_the_named_parameters_only(tmp_path: Path) -> None:
+    """decay=[...] (Gal et al. 2017 decay their CNN's dense weights only): with lr 0 a step of SGD changes a
+    parameter only through its decay term, so exactly the named ones shrink (by lr * weight_decay each step)."""
+    r = setup(tmp_path / "decay", "model=bayesian_cnn", "decay=[classifier.2.weight]", "optimizer=sgd",
+              "optimizer.lr=0.1", "optimizer.momentum=0.0", "optimizer.weight_decay=0.5", "trainer.max_steps=1")
+    groups = r.optimizers["main"].param_groups
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
+    assert groups[0]["params"] == [r.task.model.classifier[2].weight]
+    assert len(groups[1]["params"]) == sum(1 for _ in r.task.model.parameters()) - 1
+    r.tracker.close()
+
+    done = run_dlx("train", "model=bayesian_cnn", "decay=[classifier.9]", "trainer.max_steps=1", cwd=tmp_path)
+    assert done.returncode == 2 and "decay" in done.stderr and "classifier.9" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

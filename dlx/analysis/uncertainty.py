@@ -54,8 +54,23 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def mc_probs(model: nn.Module, x: Tensor, samples: int) -> Tensor:
-    """Softmax outputs of `samples` stochastic passes: (T, B, K). Call inside `mc_dropout(model)`."""
-    return torch.stack([model(x).float().softmax(-1) for _ in range(samples)])
+    """Softmax outputs of `samples` stochastic passes: (T, B, K). Call inside `mc_dropout(model)`.
+
+    A classifier of dlx's two-part form (`forward(x) = classifier(features(x))`) whose `features` hold no dropout
+    layer is deterministic up to its classifier: the features are computed once and only the classifier runs T
+    times. Same outputs, the same random draws in the same order, T times less convolution work (Gal et al.'s CNN
+    and LeNet keep their dropout after the convs).
+    """
+    head = model
+    if deterministic_features(model):
+        x, head = model.features(x), model.classifier
+    return torch.stack([head(x).float().softmax(-1) for _ in range(samples)])
+
+
+def deterministic_features(model: nn.Module) -> bool:
+    """Whether `model` is a features -> classifier net with no dropout layer in its features."""
+    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
+    return isinstance(features, nn.Module) and isinstance(classifier, nn.Module) and not dropout_layers(features)
 
 
 def entropy(p: Tensor, dim: int = -1) -> Tensor:
