@@ -153,21 +153,19 @@ def after_step(
     """Log, validate, checkpoint on their intervals; return the run's status when it must end, else None.
 
     Checkpoints never cut an accumulation window (its gradients are in no checkpoint): a periodic save
-    inside one waits for the window's end, and so does a stop request, so every resume is bitwise.
+    inside one waits for the window's end, and so do a stop request and an early stop (a budget is whole
+    windows, prepare.check_windows), so every resume, and every extension of a finished run, is bitwise.
     """
     s = r.state
-    done = s.step >= r.total_steps or grad_norm_stop(r, t)
+    done = s.step >= r.total_steps or grad_norm_stop(r, t) or (r.early_stop_due and not r.stepper.in_window)
     if s.step % t.log_every == 0 or done:
         log_train(r, s.step - clock[1], time.perf_counter() - clock[0])
         if progress:
             progress.update(r)
     if (t.val_every and s.step % t.val_every == 0) or (not t.val_every and s.batch_in_epoch == 0) or done:
         if validate(r) == "early_stop":
-            r.stop_reason = "early_stop"
-            r.stop_detail = (f"{r.monitor} did not improve for {s.stale} validation{'s' * (s.stale != 1)} "
-                             f"(best {s.best:.4g} at step {s.best_step}); stopped at step {s.step} of {r.total_steps}")
-            log.info("early stop at step %d: %s", s.step, r.stop_detail)
-            done = True
+            r.early_stop_due = True
+            done = done or not r.stepper.in_window
     elif t.ckpt_every and s.step % t.ckpt_every == 0:
         r.save_due = True
     window_open = r.stepper.in_window and not done
@@ -177,6 +175,11 @@ def after_step(
         r.stopped_by = stop.requested or "a signal to another rank"
         save_last(r)
         return "interrupted"
+    if done and r.early_stop_due and r.stop_reason is None:
+        r.stop_reason = "early_stop"
+        r.stop_detail = (f"{r.monitor} did not improve for {s.stale} validation{'s' * (s.stale != 1)} "
+                         f"(best {s.best:.4g} at step {s.best_step}); stopped at step {s.step} of {r.total_steps}")
+        log.info("early stop at step %d: %s", s.step, r.stop_detail)
     if done and r.stop_reason is None:
         r.stop_reason, r.stop_detail = "budget", f"step {s.step} of {r.total_steps}"
     return "completed" if done else None

@@ -103,8 +103,11 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     if t.overfit_batches:
         steps_per_epoch = min(steps_per_epoch, t.overfit_batches)
     total_steps = budget(t, steps_per_epoch)
+    start = resume_state["state"]["step"] if resume_state is not None else 0
     if resume_state is not None:
-        check_budget(cfg, resume_state["state"]["step"], total_steps)  # before anything is written
+        check_budget(cfg, start, total_steps)  # before anything is written
+    if total_steps > start:  # a run at its budget only tests
+        check_windows(cfg, steps_per_epoch, total_steps)
     task = build.build_task(cfg)
     if cfg.init_from and resume_state is None:  # a resume restores its own weights
         report = load_pretrained(task, Path(cfg.init_from))
@@ -178,6 +181,22 @@ def check_budget(cfg: DictConfig, step: int, total_steps: int) -> None:
     key = "trainer.max_steps" if cfg.trainer.max_steps else "trainer.epochs"
     raise ConfigError(key, OmegaConf.select(cfg, key), f"is {total_steps} steps, below the {step} this run "
                       "has trained; a resume can only keep or extend its budget")
+
+
+def check_windows(cfg: DictConfig, steps_per_epoch: int, total_steps: int) -> None:
+    """A budget is a whole number of accumulation windows: the batches of a partial last window would never update
+    the weights (and their gradients, in no checkpoint, would be lost to a resume that extends the run)."""
+    n = cfg.trainer.accumulate
+    if total_steps % n == 0:
+        return
+    lower, upper = total_steps // n * n, (total_steps // n + 1) * n
+    whole = f"{lower} or {upper}" if lower else f"{upper}"
+    allowed = f"is not a whole number of trainer.accumulate={n} windows: the last {total_steps % n} batches would " \
+              "never update the weights"
+    if cfg.trainer.max_steps:
+        raise ConfigError("trainer.max_steps", cfg.trainer.max_steps, f"{allowed}; use {whole}")
+    raise ConfigError("trainer.epochs", cfg.trainer.epochs, f"is {total_steps} steps ({steps_per_epoch} per epoch), "
+                      f"which {allowed}; set trainer.max_steps={whole.replace(' or ', ' or trainer.max_steps=')}")
 
 
 def model_size(task: torch.nn.Module, data: Any, device: torch.device) -> dict[str, Any]:

@@ -146,6 +146,7 @@ class Run:
     error: str | None = None
     stop_reason: str | None = None  # budget | early_stop | grad_norm | interrupted | diverged | failed, once it ended
     stop_detail: str = ""  # e.g. "val/loss did not improve for 3 validations"
+    early_stop_due: bool = False  # patience ran out; inside an accumulation window the run stops at its end
     t0: float = field(default_factory=time.perf_counter)
 
     @property
