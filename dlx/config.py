@@ -62,6 +62,7 @@ class TrainerSchema:
     progress: bool = True
     print_config: bool = True
     devices: int = 1
+    threads: int | None = None
 
 
 @dataclass
@@ -101,6 +102,15 @@ class RootSchema:
     tags: list[str] = field(default_factory=list)
     sweep: SweepSchema = field(default_factory=SweepSchema)
     claim: Any = None  # a preset's lecture claim and its criterion, read by `dlx claims` (dlx/claims.py)
+
+
+def add_later_trainer_keys(cfg: DictConfig) -> None:
+    """Give a run's saved config the trainer keys dlx gained after the run was trained (e.g. `threads`), at their
+    defaults, so that it resumes as before instead of failing on a key it never set."""
+    defaults = OmegaConf.structured(TrainerSchema)
+    for key in defaults:
+        if key not in cfg.trainer:
+            cfg.trainer[key] = defaults[key]
 
 
 def register_schema() -> None:
@@ -145,7 +155,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1")
     if t.save_top_k < 0:
         raise ConfigError("trainer.save_top_k", t.save_top_k, "must be an integer >= 0 (0 keeps best.pt only)")
-    for key in ("max_steps", "val_every", "ckpt_every", "early_stop"):
+    for key in ("max_steps", "val_every", "ckpt_every", "early_stop", "threads"):
         if t[key] is not None and t[key] < 1:
             raise ConfigError(f"trainer.{key}", t[key], "must be an integer >= 1 or null")
     _positive("trainer.grad_clip", t.grad_clip)

@@ -90,6 +90,7 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     """
     processes = processes or Processes()
     t = cfg.trainer
+    threads = runtime.set_threads(t.threads)  # before anything is built or decoded
     runtime.seed_everything(cfg.seed + processes.rank, t.deterministic)
     device = runtime.pick_device(t.device)
     precision = runtime.pick_precision(t.precision, device)
@@ -154,7 +155,8 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
             steps_per_epoch=steps_per_epoch, total_steps=total_steps, monitor=monitor, mode=mode, ema=ema,
             channels_last=channels_last, processes=processes, meter=processes.meter(),
             recent=deque(maxlen=spec.recalibration_batches))
-    r.meta = {**run_metadata(), **model_size(task, data, device)}
+    r.meta = {**run_metadata(), **model_size(task, data, device), "threads": threads}
+    log.info("torch threads %d (trainer.threads=%s)", threads, t.threads)
     log.debug("device %s, precision %s, channels_last %s, compile %s", device, precision, channels_last, t.compile)
     log.debug("data %s: %d training batches of %d per epoch; %d steps", type(data).__name__, steps_per_epoch,
               data.batch_size, total_steps)

@@ -100,10 +100,11 @@ def load_run_config(run_dir: Path, overrides: list[str]):  # noqa: ANN201 - Dict
     from omegaconf import OmegaConf
 
     from dlx import resolvers
-    from dlx.config import check_config, explain
+    from dlx.config import add_later_trainer_keys, check_config, explain
 
     resolvers.register()
     cfg = rundir.read_config(run_dir)
+    add_later_trainer_keys(cfg)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise DlxError(f"{run_dir} has no checkpoints/last.pt to resume from")
     try:

@@ -14,6 +14,21 @@ from dlx.errors import ConfigError
 DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
+_DEFAULT_THREADS: list[int] = []  # torch's own thread count, read before the first run changes it
+
+
+def set_threads(n: int | None) -> int:
+    """torch's CPU threads for this run: `n`, or torch's default (OMP_NUM_THREADS, else the cores) when None, also
+    after an earlier run in this process (a sweep job, dlx.train) set another; returns the count in effect.
+
+    On a busy machine the default (one thread per core) can be many times slower than one thread: the threads
+    of one op wait for each other while the cores serve other processes."""
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(n or _DEFAULT_THREADS[0])
+    return torch.get_num_threads()
+
+
 def pick_device(name: str) -> torch.device:
     """`auto` prefers cuda, then mps, then cpu; an unavailable explicit choice is a user error."""
     name = str(name)
