@@ -34,13 +34,13 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dlx import child
 from dlx.compare import Group, curve, find_runs, group_runs, plot, varying_keys
 from dlx.config import conf_dir
 from dlx.errors import ConfigError, DlxError
@@ -141,7 +141,12 @@ def run(claim: Claim, seeds: int, extra: list[str], runs: Path) -> int:
     script = Path(sys.executable).parent / "dlx"  # the console script of this environment
     dlx = [str(script)] if script.is_file() else [sys.executable, "-c", "from dlx.cli import main; main()"]
     print(f"dlx claims: {claim.name}: {' '.join(command(claim, seeds, extra))}", flush=True)
-    return subprocess.run([*dlx, *argv], check=False).returncode
+    code, stopped_by = child.run([*dlx, *argv])  # a signal to dlx claims stops the sweep too (dlx.child)
+    if stopped_by:
+        print(f"dlx claims: {claim.name}: stopped by {stopped_by}; nothing measured (the runs are in {runs})",
+              flush=True)
+        raise SystemExit(code or 3)  # 3: interrupted, as dlx train
+    return code
 
 
 def _same(a: str, b: str) -> bool:

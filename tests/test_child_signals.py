@@ -1,0 +1,64 @@
+"""A dlx command that starts a child dlx process (`dlx claims` runs `dlx train -m ...`) forwards SIGTERM/SIGINT to it
+and waits: the child's sweep stops as a stop signal stops any run (saved, `interrupted`), and no orphan keeps
+training after the parent has gone."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import DLX, run_dirs, summary
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_dlx_claims_stops_its_training_child(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DLX_")}, "OMP_NUM_THREADS": "1"}
+    argv = [DLX, "claims", "ce_vs_mse", "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out",
+            str(tmp_path / "claims.md"), "--readme", str(tmp_path / "README.md"), "trainer.max_steps=1000000",
+            "trainer.val_every=1000000", "trainer.log_every=5"]
+    log = tmp_path / "out.txt"  # a file, not a pipe: an orphan holding the pipe would hang the reader
+    with log.open("w") as out:
+        parent = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    child = None
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").rglob("metrics.jsonl")):  # the child trains
+            assert parent.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        (child,) = children(parent.pid)
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=60)
+        gone = time.monotonic() + 10
+        while alive(child) and time.monotonic() < gone:
+            time.sleep(0.1)
+        assert not alive(child), "the training child outlived dlx claims"
+    finally:
+        for pid in (parent.pid, child):  # never leave a process behind, whatever failed
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    out = log.read_text()
+    assert parent.returncode == 3, out[-2000:]
+    (run,) = run_dirs(tmp_path / "runs")
+    assert summary(run)["status"] == "interrupted", out[-2000:]
+    assert not (tmp_path / "claims.json").exists(), "an interrupted sweep is not measured"
