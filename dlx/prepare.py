@@ -15,6 +15,8 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from dlx.tasks.base import TaskSpec
 from dlx.tracking import Tracker, flat_hparams, remote_logger, run_metadata
 
 log = logging.getLogger("dlx")
+LOG_FORMAT = "[%(asctime)s] %(levelname)s %(message)s"  # train.log's lines
 
 
 def plain_config(cfg: DictConfig) -> dict:
@@ -340,6 +343,27 @@ def record_config(run_dir: Path, cfg: DictConfig) -> None:
     log.info("resumed with changed settings: %s updated", path)
 
 
+@contextmanager
+def logging_to(run_dir: Path) -> Iterator[None]:
+    """dlx's log goes to `run_dir`/train.log only for a while (a run trained inside another one: the FID judge),
+    then back to where it went."""
+    before, level = list(log.handlers), log.level
+    for h in before:
+        log.removeHandler(h)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        for h in before:
+            log.addHandler(h)
+        log.setLevel(level)
+
+
 def configure_logging(run_dir: Path) -> None:
     """train.log in the run folder (appended on resume); one handler per run, replaced for the next job."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +371,7 @@ def configure_logging(run_dir: Path) -> None:
         log.removeHandler(h)
         h.close()
     handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

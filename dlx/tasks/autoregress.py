@@ -74,7 +74,8 @@ class Autoregress(Task):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, shape: tuple[int, ...] | None = None) -> Tensor:
-        """n images (n, C, H, W) in [0, 1], drawn one sub-pixel at a time in raster order.
+        """n images (n, C, H, W) in [0, 1], drawn one sub-pixel at a time in raster order, in the mode the caller
+        set (the loop's visuals and `dlx sample`: eval mode).
 
         Args:
             n: number of images.
@@ -82,15 +83,12 @@ class Autoregress(Task):
             shape: (C, H, W); by default the shape the model was trained on (kept since fit start).
         """
         c, h, w = shape or tuple(self.image_shape.tolist())
-        was = self.training
-        self.eval()
         q = torch.zeros(n, c, h, w, dtype=torch.long, device=self.image_shape.device)
         for i in range(h):
             for j in range(w):
                 for ch in range(c):
                     probs = self.model(self.inputs(q))[:, :, ch, i, j].float().softmax(1)  # (n, levels)
                     q[:, ch, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        self.train(was)
         return q.float() / (self.levels - 1)
 
     @torch.no_grad()

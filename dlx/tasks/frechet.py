@@ -145,18 +145,22 @@ def train_judge(data, to_pixels, steps: int, lr: float = 2e-3) -> Judge:  # noqa
     folder = judge_folder(data, steps)
     folder.mkdir(parents=True, exist_ok=True)
     rng = checkpoint.rng_state()  # training and loading seed themselves: the calling run's stream stays as it was
+    trained = False
     try:
         with open(folder.with_name(folder.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another job (or rank) training this judge: wait for it, then load
             if not (folder / "judge.json").is_file():
                 fit_judge(data, steps, lr, folder, device)
+                trained = True
         net = load_run(folder, device=str(device), with_data=False).model
     finally:
         checkpoint.set_rng_state(rng)
     mean, std = data_space(data)
     judge = Judge(net, mean.to(device), std.to(device))
     judge.acc = _accuracy(judge, data, to_pixels)
-    log.info("FID judge: %s (%d steps), val accuracy %.4f", folder, steps, judge.acc)
+    # The calling run's one line about its judge; the judge's own lines are in its folder's train.log.
+    log.info("FID judge: %s %s (a JudgeNet, %d steps), val accuracy %.4f", "trained in" if trained else "loaded from",
+             folder, steps, judge.acc)
     return judge
 
 
@@ -174,7 +178,6 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
     from dlx import config, loop, prepare, rundir
     from dlx.runtime import StopSignal
 
-    log.info("FID judge: training a JudgeNet for %d steps in %s (once for this data set)", steps, folder)
     whole = copy.copy(data)  # shares the tensors
     whole.shard(0, 1)
     cfg = config.compose(["task=classify", "loss=cross_entropy", "optimizer=adam", f"optimizer.lr={lr}",
@@ -182,6 +185,7 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
                           f"trainer.log_every={max(1, steps // 5)}", "trainer.progress=false",
                           f"trainer.device={device.type}", "trainer.precision=32",
                           f"trainer.deterministic={str(torch.are_deterministic_algorithms_enabled()).lower()}",
+                          f"trainer.threads={torch.get_num_threads()}",  # the calling run's
                           f"paths.experiments={folder.parent}", "name=judge"])
     with open_dict(cfg):
         cfg.model = OmegaConf.create({"_target_": f"{__name__}.JudgeNet", "in_channels": data.channels,
@@ -190,12 +194,14 @@ def fit_judge(data, steps: int, lr: float, folder: Path, device: torch.device) -
                                      "channels": data.channels,
                                      "num_classes": data.num_classes})
     OmegaConf.resolve(cfg)
-    r = prepare.setup(cfg, folder, data=whole)
-    try:
-        with StopSignal() as stop:
-            status = loop.fit(r, stop)
-    finally:
-        r.tracker.close()
+    with prepare.logging_to(folder):  # the judge's lines in its own train.log, not the calling run's
+        log.info("FID judge: training a JudgeNet for %d steps (once for this data set)", steps)
+        r = prepare.setup(cfg, folder, data=whole)
+        try:
+            with StopSignal() as stop:
+                status = loop.fit(r, stop)
+        finally:
+            r.tracker.close()
     if status != "completed":
         raise KeyboardInterrupt  # stopped while training the judge: the run stops too (and trains it next time)
     rundir.write_config(folder, cfg)

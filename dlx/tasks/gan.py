@@ -187,14 +187,9 @@ class GAN(Task):
 
     @torch.no_grad()
     def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Images in [0, 1] from noise z (B, latent_dim) [of classes y (B,)], the generator in eval mode (BN
-        running stats)."""
-        G = self.model.generator
-        was = G.training
-        G.eval()
-        out = G(z, y).float().add(1).div(2).clamp(0, 1)
-        G.train(was)
-        return out
+        """Images in [0, 1] from noise z (B, latent_dim) [of classes y (B,)], in the mode the caller set: the loop's
+        evaluations (visuals, the judge's scores) and `dlx sample` run in eval mode (BatchNorm's running statistics)."""
+        return self.model.generator(z, y).float().add(1).div(2).clamp(0, 1)
 
     def sample(self, n: int, generator: torch.Generator | None = None, label: int | None = None,
                per_row: int = 8) -> Tensor:
