@@ -83,16 +83,32 @@ def completed_budget(run_dir: Path, cfg) -> int | None:  # noqa: ANN001 - DictCo
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") != "completed" or not summary.get("steps_per_epoch"):
+    if summary.get("status") != "completed" or not isinstance(summary.get("step"), int):
         return None
     t, step = cfg.trainer, summary["step"]
-    per_epoch = summary["steps_per_epoch"]
+    per_epoch = None if t.max_steps else summary.get("steps_per_epoch") or derived_steps_per_epoch(run_dir, summary)
+    if not t.max_steps and not per_epoch:
+        return None  # unknown: the resume sets the run up, which counts them, and tests it again
     total = t.max_steps or t.epochs * per_epoch
     if total < step:
         key = "trainer.max_steps" if t.max_steps else "trainer.epochs"
         raise ConfigError(key, t.max_steps or t.epochs, f"is {total} steps, below the {step} this run has "
                           "trained; a resume can only keep or extend its budget")
     return step if total == step else None
+
+
+def derived_steps_per_epoch(run_dir: Path, summary: dict) -> int | None:
+    """Batches per epoch of a run whose summary.json predates `steps_per_epoch`: its budget in steps over the epochs
+    of its saved config when that budget was epochs (exact), else its step over its epoch (rounded to 3 places)."""
+    try:
+        trainer = _saved_config(run_dir).get("trainer") or {}
+    except Exception:  # noqa: BLE001 - an unreadable config: the second way, or None
+        trainer = {}
+    total, epochs = summary.get("total_steps"), trainer.get("epochs")
+    if not trainer.get("max_steps") and isinstance(total, int) and isinstance(epochs, int) and epochs > 0:
+        return total // epochs or None
+    epoch = summary.get("epoch")
+    return round(summary["step"] / epoch) or None if isinstance(epoch, int | float) and epoch > 0 else None
 
 
 def load_run_config(run_dir: Path, overrides: list[str]):  # noqa: ANN201 - DictConfig
