@@ -55,5 +55,6 @@ def test_active_learning_composes_the_papers_preset() -> None:
 
     cfg = compose(["experiment=active_mnist"])
     check_config(cfg)
-    assert cfg.model._target_ == "dlx.models.mlp.MLP" and cfg.model.dropout == 0.5 and not cfg.model.batch_norm
+    assert cfg.model._target_ == "dlx.models.bayesian_cnn.BayesianCNN" and cfg.model.dropout == 0.5
+    assert cfg.model.dropout_conv == 0.25 and list(cfg.decay) == ["classifier.2.weight"]  # the paper's decay
     assert cfg.trainer.max_steps == 200 and cfg.data.batch_size == 128 and cfg.optimizer.lr == 1e-3
