@@ -188,8 +188,9 @@ def side(group: Group, check: Check) -> dict[str, Any]:
             "n": len(values), "values": values}
 
 
-def measure(claim: Claim, runs: Path) -> dict[str, Any]:
-    """Every check of `claim` on the runs below `runs`, and whether the claim holds (all checks do)."""
+def measure(claim: Claim, runs: Path, own: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Every check of `claim` on the runs below `runs`, and whether the claim holds (all checks do). `own`: the
+    report's files (and folders), whose changes do not make the measured checkout dirty."""
     records = find_runs([runs])
     groups = group_runs(records)
     results = []
@@ -209,9 +210,28 @@ def measure(claim: Claim, runs: Path) -> dict[str, Any]:
         "failed_runs": sum(r.status != "completed" for r in records),
         "machine": machine(summaries),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "commit": (git.get("commit", "")[:10] + ("+dirty" if git.get("dirty") else "")) or "unknown",
+        "commit": commit_label(git, own),
         "minutes": round(sum(s.get("duration_s", 0) for s in summaries) / 60, 1),
     }
+
+
+def commit_label(git: dict[str, Any], own: tuple[Path, ...]) -> str:
+    """The runs' commit, "+dirty" when tracked files other than the report's own (`dlx claims` rewrites them after
+    each claim, so every later claim ran beside a changed docs/claims.json) differed from it; "unknown" off git."""
+    if not git.get("commit"):
+        return "unknown"
+    mine = [p.resolve() for p in own]
+    changed = git.get("changed")
+    if changed is None:  # runs recorded before summary.json named the changed files: their flag is all there is
+        dirty = bool(git.get("dirty"))
+    else:
+        dirty = any(not any(Path(f).resolve() == p or p in Path(f).resolve().parents for p in mine) for f in changed)
+    return git["commit"][:10] + ("+dirty" if dirty else "")
+
+
+def report_files(out: Path, readme: Path | None) -> tuple[Path, ...]:
+    """What `dlx claims` writes: the report, its claims.json, its plots' folder and the README's table."""
+    return (out, out.with_suffix(".json"), out.parent / out.stem, *([readme] if readme else []))
 
 
 def machine(summaries: list[dict[str, Any]]) -> str:
@@ -343,7 +363,7 @@ def main(argv: list[str]) -> int:
             runs = args.measure or args.runs / f"{stamp}-{claim.name}"
             code = 0 if args.measure else run(claim, args.seeds, extra, runs)
             try:
-                result = measure(claim, runs)
+                result = measure(claim, runs, report_files(args.out, args.readme))
             except DlxError as e:
                 print(f"dlx claims: {claim.name}: not measured ({e}; dlx train exited {code})", flush=True)
                 continue

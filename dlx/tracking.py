@@ -157,7 +157,7 @@ def command_line() -> str:
 
 
 def run_metadata() -> dict[str, Any]:
-    """Versions, git commit and dirty flag of the current directory's checkout (if any), command line."""
+    """Versions, git commit, dirty flag and changed files of the current directory's checkout (if any), command line."""
     import subprocess
     import sys
 
@@ -166,11 +166,27 @@ def run_metadata() -> dict[str, Any]:
     meta: dict[str, Any] = {"torch": torch.__version__, "dlx": dlx.__version__, "python": sys.version.split()[0],
                             "command": command_line()}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(["git", "rev-parse", "HEAD", "--show-toplevel"], capture_output=True, text=True,
+                                timeout=5)
         if commit.returncode == 0:
+            head, top = commit.stdout.split()[:2]
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True, timeout=5)
-            meta["git"] = {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
+            changed = changed_files(dirty.stdout, top)
+            meta["git"] = {"commit": head, "dirty": bool(changed), "changed": changed[:MAX_CHANGED]}
+    except (OSError, subprocess.SubprocessError, ValueError):
         pass
     return meta
+
+
+MAX_CHANGED = 100  # changed files named in summary.json (the dirty flag counts them all)
+
+
+def changed_files(porcelain: str, top: str) -> list[str]:
+    """Absolute paths of the modified tracked files in `git status --porcelain` output (v1: "XY path" lines, paths
+    relative to the checkout's root `top`, "old -> new" for a rename). Readers tell what changed: `dlx claims`
+    does not call a run dirty for the report files it writes itself between its claims."""
+    import os
+
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in porcelain.splitlines() if len(line) > 3]
+    return [os.path.join(top, p) for p in paths]

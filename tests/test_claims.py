@@ -115,3 +115,39 @@ def test_a_log_plot_band_stays_above_zero_where_one_seed_is_far_above_the_others
     assert low == 0.001 and high == pytest.approx(mean + statistics.stdev(values))
     assert mean_band(values, log=False)[1] == pytest.approx(mean - statistics.stdev(values))
     assert mean_band([0.5], log=True) == (0.5, 0.5, 0.5)
+
+
+def test_the_commit_is_dirty_for_changed_code_not_for_the_reports_own_files(tmp_path: Path, monkeypatch):
+    """`dlx claims` rewrites docs/claims.json and the README after each claim: later claims' runs see them changed,
+    yet ran the committed code. summary.json names the changed files, and only others make the row '+dirty'."""
+    import subprocess
+
+    from dlx.tracking import run_metadata
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "docs").mkdir()
+    for name in ("docs/claims.json", "README.md", "train.py"):
+        (tmp_path / name).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    monkeypatch.chdir(tmp_path)
+    clean = run_metadata()["git"]
+    assert clean["changed"] == [] and not clean["dirty"]
+    own = claims.report_files(Path("docs/claims.md"), Path("README.md"))
+    assert claims.commit_label(clean, own) == clean["commit"][:10]
+
+    for name in ("docs/claims.json", "README.md"):
+        (tmp_path / name).write_text("v2\n")
+    reports = run_metadata()["git"]
+    assert reports["dirty"] and sorted(Path(f).name for f in reports["changed"]) == ["README.md", "claims.json"]
+    assert claims.commit_label(reports, own) == clean["commit"][:10]  # only the report changed
+
+    (tmp_path / "train.py").write_text("v2\n")
+    code = run_metadata()["git"]
+    assert claims.commit_label(code, own) == clean["commit"][:10] + "+dirty"
+    assert claims.commit_label({"commit": "a" * 40, "dirty": True}, own) == "a" * 10 + "+dirty"  # older runs
+    assert claims.commit_label({}, own) == "unknown"
