@@ -122,6 +122,22 @@ def test_plots_render_axes_log_scales_and_gaps(tmp_path):
     assert img.size == (720, 480) and arr.min() == 0 and (arr == 255).mean() > 0.5  # ink on a white page
 
 
+def test_a_band_drawn_after_a_line_leaves_the_line_visible_and_overlaps_blend():
+    """dlx compare and dlx claims draw each series' line, then its std band: the band must not paint over lines
+    (the lines of earlier series vanished under later bands), and two overlapping bands blend."""
+    fig = Figure("t", legend="none", xlim=(0, 10), ylim=(0, 10))
+    fig.line([0, 10], [5, 5], color="#ff0000")
+    fig.band([0, 10], [2, 2], [8, 8], color="#0000ff", alpha=0.25)
+    fig.band([0, 10], [4, 4], [9, 9], color="#00ff00", alpha=0.25)
+    arr = np.asarray(fig.render()).astype(int)
+    x, y = (round(v) for v in fig.pixel(3, 5))
+    r, g, b = arr[y, x]
+    assert r > 200 and g < 80 and b < 80, (r, g, b)  # the line, red, on top of both bands
+    x, y = (round(v) for v in fig.pixel(3, 7))  # inside both bands: blue and green blended on white
+    r, g, b = arr[y, x]
+    assert 150 < g < 255 and 150 < b < 255 and r < min(g, b), (r, g, b)
+
+
 def test_olivetti_faces_fail_in_one_line_offline_and_load_sklearn_cache_files(tmp_path):
     import joblib
 

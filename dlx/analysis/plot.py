@@ -244,44 +244,50 @@ class Figure:
         return left, top, W - left - right, H - top - bottom, self._limits()
 
     def _draw_artists(self, img: Image.Image, px, py, box: tuple[int, int, int, int]) -> None:  # noqa: ANN001
-        layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-        d = ImageDraw.Draw(layer)
-        for a in self.artists:
-            alpha = int(255 * a.alpha)
-            if a.kind == "line":
-                ok = np.isfinite(self._ty(a.y)) & np.isfinite(a.x)
-                for seg in _runs(ok):  # gaps where values are missing (or <= 0 on a log axis)
-                    pts = list(zip(px(a.x[seg]), py(self._ty(a.y[seg])), strict=True))
-                    if len(pts) > 1:
-                        d.line(pts, fill=(*a.color, alpha), width=int(a.width), joint="curve")
-                    elif pts:
-                        x, y = pts[0]
-                        d.ellipse([x - a.width, y - a.width, x + a.width, y + a.width], fill=(*a.color, alpha))
-            elif a.kind == "scatter":
-                xs, ys = px(a.x), py(self._ty(a.y))
-                r = a.width
-                for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-                    if np.isfinite(x) and np.isfinite(y):
-                        c = a.colors[i] if a.colors is not None else a.color
-                        d.ellipse([x - r, y - r, x + r, y + r], fill=(*c, alpha))
-            elif a.kind == "band":
-                lo, hi = self._ty(a.y), self._ty(a.y2)
-                pts = list(zip(px(a.x), py(hi), strict=True)) + list(zip(px(a.x[::-1]), py(lo[::-1]), strict=True))
-                d.polygon(pts, fill=(*a.color, alpha))
-            elif a.kind == "bars":
-                floor = self._limits()[2]
-                floor = float(py(max(floor, 0.0) if not self.logy else floor))
-                bases = py(self._ty(a.base)) if a.base is not None else np.full(len(a.x), floor)
-                for l, r, h, base in zip(px(a.x), px(a.y2), py(self._ty(a.y)), bases, strict=True):
-                    if np.isfinite(h) and np.isfinite(base):
-                        d.rectangle([l, min(h, base), max(r - 1, l), max(h, base)], fill=(*a.color, alpha),
-                                    outline=(*a.color, 255))
-        # clip to the plot area: artists never draw over the tick labels
+        """Each artist on a layer of its own, composited in turn: ImageDraw on one RGBA layer would replace pixels,
+        not blend them, so a later band would wipe out the lines under it. Areas (bands, bars) go first, under every
+        line and scatter, as in matplotlib; within each kind the order of the calls is kept."""
         mask = Image.new("L", img.size, 0)
-        ImageDraw.Draw(mask).rectangle(box, fill=255)
-        clipped = Image.new("RGBA", img.size, (0, 0, 0, 0))
-        clipped.paste(layer, (0, 0), mask)
-        img.paste(Image.alpha_composite(img.convert("RGBA"), clipped).convert("RGB"))
+        ImageDraw.Draw(mask).rectangle(box, fill=255)  # clip to the plot area: never over the tick labels
+        out = img.convert("RGBA")
+        for a in sorted(self.artists, key=lambda a: a.kind not in ("band", "bars")):
+            layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+            self._draw_one(ImageDraw.Draw(layer), a, px, py)
+            clipped = Image.new("RGBA", img.size, (0, 0, 0, 0))
+            clipped.paste(layer, (0, 0), mask)
+            out = Image.alpha_composite(out, clipped)
+        img.paste(out.convert("RGB"))
+
+    def _draw_one(self, d: ImageDraw.ImageDraw, a: "Artist", px, py) -> None:  # noqa: ANN001
+        alpha = int(255 * a.alpha)
+        if a.kind == "line":
+            ok = np.isfinite(self._ty(a.y)) & np.isfinite(a.x)
+            for seg in _runs(ok):  # gaps where values are missing (or <= 0 on a log axis)
+                pts = list(zip(px(a.x[seg]), py(self._ty(a.y[seg])), strict=True))
+                if len(pts) > 1:
+                    d.line(pts, fill=(*a.color, alpha), width=int(a.width), joint="curve")
+                elif pts:
+                    x, y = pts[0]
+                    d.ellipse([x - a.width, y - a.width, x + a.width, y + a.width], fill=(*a.color, alpha))
+        elif a.kind == "scatter":
+            xs, ys = px(a.x), py(self._ty(a.y))
+            r = a.width
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                if np.isfinite(x) and np.isfinite(y):
+                    c = a.colors[i] if a.colors is not None else a.color
+                    d.ellipse([x - r, y - r, x + r, y + r], fill=(*c, alpha))
+        elif a.kind == "band":
+            lo, hi = self._ty(a.y), self._ty(a.y2)
+            pts = list(zip(px(a.x), py(hi), strict=True)) + list(zip(px(a.x[::-1]), py(lo[::-1]), strict=True))
+            d.polygon(pts, fill=(*a.color, alpha))
+        elif a.kind == "bars":
+            floor = self._limits()[2]
+            floor = float(py(max(floor, 0.0) if not self.logy else floor))
+            bases = py(self._ty(a.base)) if a.base is not None else np.full(len(a.x), floor)
+            for l, r, h, base in zip(px(a.x), px(a.y2), py(self._ty(a.y)), bases, strict=True):
+                if np.isfinite(h) and np.isfinite(base):
+                    d.rectangle([l, min(h, base), max(r - 1, l), max(h, base)], fill=(*a.color, alpha),
+                                outline=(*a.color, 255))
 
     def _draw_legend(self, img: Image.Image, box: tuple[int, int, int, int], f: ImageFont.ImageFont) -> None:
         entries = [(a.label, a.color, a.kind) for a in self.artists if a.label]
