@@ -6,8 +6,8 @@ accuracy, score a random subset of the unlabelled pool with T MC-dropout passes 
 highest-scoring examples into the labelled set. The paper's settings are the defaults: 20 initial labels,
 10 per round, a pool subset of 2,000, T = 100 passes, weight decay c / (labelled examples) (`--weight-decay`),
 every round's model trained from scratch for the config's budget (experiment=active_mnist: Gal et al.'s CNN,
-200 full-batch steps, enough to fit the small set). `--seeds 3` repeats the whole experiment with 3 seeds (initial set, pool subsets, weights) and
-reports mean +- std per number of labels.
+200 full-batch steps, enough to fit the small set). `--seeds 3` repeats the whole experiment with 3 seeds
+(initial set, pool subsets, weights) and reports mean +- std per number of labels.
 
 Acquisition functions (all from dlx.analysis.uncertainty):
   bald              mutual information between prediction and weights (what the model could learn)
