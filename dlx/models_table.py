@@ -303,7 +303,7 @@ def print_names(overrides: list[str]) -> None:
     finally:
         for h in hooks:
             h.remove()
-    table = Table(title=f"modules of {cfg.model._target_} (names for freeze=[...] and dlx viz --layer)")
+    table = Table(title=f"modules of {cfg.model._target_} (names for freeze=[...], decay=[...] and dlx viz --layer)")
     for col in ("name", "type", "params", "output"):
         table.add_column(col, justify="right" if col == "params" else "left", no_wrap=col != "output")
     for n, m in model.named_modules():
