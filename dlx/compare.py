@@ -289,6 +289,7 @@ def plot(groups: list[Group], keys: list[str], metric: str, out: Path, log: bool
     fig = Figure(title=f"{metric}: mean ± std over seeds", xlabel="step", ylabel=metric, logy=log,
                  legend="lower right" if "acc" in metric else "upper right")
     drawn = 0
+    alpha = 0.2 if len(groups) <= 4 else 0.1  # eight overlapping bands at 0.2 turn the plot to mud
     for g in groups:
         curves = [curve(r.dir, metric) for r in g.runs]
         steps = sorted({s for c in curves for s in c})
@@ -297,7 +298,7 @@ def plot(groups: list[Group], keys: list[str], metric: str, out: Path, log: bool
         bands = [mean_band([c[s] for c in curves if s in c], log) for s in steps]  # (mean, low, high) per step
         means, lows, highs = map(list, zip(*bands, strict=True))
         color = _color(drawn)
-        fig.band(steps, lows, highs, color=color, alpha=0.2)
+        fig.band(steps, lows, highs, color=color, alpha=alpha)
         fig.line(steps, means, label=f"{label(g, keys)} (n={len(g.runs)})", color=color)
         drawn += 1
     if not drawn:
