@@ -272,6 +272,22 @@ def _side_text(s: dict[str, Any]) -> str:
     return f"{_num(s['mean'])} ± {_num(s['std'])} (n={s['n']})"
 
 
+def within_std(measured: dict[str, Any], check: Check) -> bool:
+    """Whether a measured check's two sides differ by less than one std over seeds (the larger side's): its
+    verdict is the means' order, but another set of seeds could turn it."""
+    left, right = measured["left"], measured["right"]
+    if "std" not in left or "std" not in right:
+        return False
+    gap = abs(left["mean"] - (check.times * right["mean"] + check.plus))
+    return gap < max(left["std"], abs(check.times) * right["std"])
+
+
+def _check_text(c: dict[str, Any], check: Check) -> str:
+    noise = " (within one std)" if within_std(c, check) else ""
+    return f"{c['text']}: {_side_text(c['left'])} vs {_side_text(c['right'])} -> {'holds' if c['holds'] else 'fails'}" \
+           + noise
+
+
 def row(name: str, claim: Claim, stored: dict[str, Any] | None) -> list[str]:
     """One table row: claim, command, measured, verdict, machine, date, commit."""
     cmd = f"`dlx claims {name}`"
@@ -279,14 +295,15 @@ def row(name: str, claim: Claim, stored: dict[str, Any] | None) -> list[str]:
         why = "no measurement yet" if stored is None else "its claim block changed since the last measurement"
         return [f"**{name}**: {claim.text}", cmd, why, "not measured", "", "", ""]
     cmd = f"`{stored['command']}`"
-    measured = "<br>".join(
-        f"{c['text']}: {_side_text(c['left'])} vs {_side_text(c['right'])} -> {'holds' if c['holds'] else 'fails'}"
-        for c in stored["checks"]
-    )
+    pairs = list(zip(stored["checks"], claim.checks, strict=True))  # the same block (sha): the same checks
+    measured = "<br>".join(_check_text(c, check) for c, check in pairs)
     measured += f"<br>{stored['runs']} runs, {stored['minutes']:g} min of training in all"
     if stored.get("failed_runs"):
         measured += f"; {stored['failed_runs']} did not complete"
     verdict = "**holds**" if stored["holds"] else "**fails**"
+    close = sum(within_std(c, check) for c, check in pairs)
+    if stored["holds"] and close:
+        verdict += f" ({close} of {len(stored['checks'])} checks within one std)"
     return [f"**{name}**: {claim.text}", cmd, measured, verdict, stored["machine"], stored["date"], stored["commit"]]
 
 

@@ -151,3 +151,27 @@ def test_the_commit_is_dirty_for_changed_code_not_for_the_reports_own_files(tmp_
     assert claims.commit_label(code, own) == clean["commit"][:10] + "+dirty"
     assert claims.commit_label({"commit": "a" * 40, "dirty": True}, own) == "a" * 10 + "+dirty"  # older runs
     assert claims.commit_label({}, own) == "unknown"
+
+
+def test_a_check_whose_means_differ_by_less_than_one_std_says_so():
+    """A verdict is the order of two means; where they differ by less than one std over seeds (the larger side's,
+    after `times` and `plus`), the row says so, and so does a claim that holds only that way."""
+    block = {"text": "t", "checks": [
+        {"metric": "m", "left": {"a": 1}, "op": ">", "right": {"a": 0}},
+        {"metric": "m", "left": {"a": 1}, "op": ">", "right": {"a": 0}, "times": 10},
+    ]}
+    claim = claims.parse_claim("p", block)
+    side = {"n": 3}
+
+    def stored(first: tuple[float, float, float, float], second: tuple[float, float, float, float]) -> dict:
+        checks = [{"text": claims.describe(c), "holds": lm > rm * c.times,
+                   "left": {**side, "mean": lm, "std": ls}, "right": {**side, "mean": rm, "std": rs}}
+                  for c, (lm, ls, rm, rs) in zip(claim.checks, (first, second), strict=True)]
+        return {"sha": claim.sha, "command": "c", "checks": checks, "holds": all(c["holds"] for c in checks),
+                "runs": 6, "minutes": 1, "machine": "m", "date": "d", "commit": "x"}
+
+    clear = claims.row("p", claim, stored((0.9, 0.01, 0.5, 0.02), (0.9, 0.01, 0.05, 0.001)))
+    assert "within one std" not in clear[2] and clear[3] == "**holds**"
+    close = claims.row("p", claim, stored((0.52, 0.05, 0.5, 0.02), (0.9, 0.01, 0.085, 0.003)))
+    # 0.52 vs 0.5: 0.02 apart, std 0.05; 0.9 vs 10 x 0.085: 0.05 apart, std 10 x 0.003 = 0.03 (not within)
+    assert close[2].count("within one std") == 1 and close[3] == "**holds** (1 of 2 checks within one std)"
