@@ -130,11 +130,16 @@ def fit(r: Run, stop: runtime.StopSignal) -> str:
 def train_step(r: Run, t: SimpleNamespace, batch: tuple[Tensor, ...]) -> None:
     """One batch: the task's forward and Stepper updates, EMA, device-side metrics; advance step and epoch."""
     s = r.state
-    r.stepper.begin(s.step + 1, capture_layers=t.log_grad_norms and (s.step + 1) % t.log_every == 0)
+    ends_epoch = s.batch_in_epoch + 1 == r.steps_per_epoch  # it ends every accumulation window (dlx.stepper)
+    r.stepper.begin(s.step + 1, capture_layers=t.log_grad_norms and (s.step + 1) % t.log_every == 0,
+                    ends_epoch=ends_epoch)
     batch = faults.poison(to_memory_format(batch, r.channels_last), s.step + 1)
     updates = sum(r.stepper.updates.values())
     with r.processes.micro_step(r.stepper.completes_window()), runtime.autocast(r.device, r.precision):
         metrics = r.task.training_step(batch, r.stepper)
+    if ends_epoch and r.stepper.in_window:  # a task bug: the window would run on into the next epoch
+        raise RuntimeError(f"{type(r.task).__name__}.training_step made fewer step() calls than its TaskSpec "
+                           f"declares (updates={dict(r.spec.updates)})")
     r.processes.after_step()
     if r.spec.recalibration_batches:
         r.recent.append(batch[0].detach())
@@ -153,8 +158,10 @@ def after_step(
     """Log, validate, checkpoint on their intervals; return the run's status when it must end, else None.
 
     Checkpoints never cut an accumulation window (its gradients are in no checkpoint): a periodic save
-    inside one waits for the window's end, and so do a stop request and an early stop (a budget is whole
-    windows, prepare.check_windows), so every resume, and every extension of a finished run, is bitwise.
+    inside one waits for the window's end, and so do a stop request and an early stop. Windows are aligned
+    to epochs (an epoch's last step ends them, dlx.stepper) and a budget ends at a window's end (an epochs
+    budget always does; trainer.max_steps is checked, prepare.check_windows), so every resume, and every
+    extension of a finished run, is bitwise.
     """
     s = r.state
     done = s.step >= r.total_steps or grad_norm_stop(r, t) or (r.early_stop_due and not r.stepper.in_window)

@@ -134,7 +134,8 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
         task.model.compile()
     optimizers = build.build_optimizers(cfg, task, device)
     # Each schedule is as long as its own optimizer's updates: a GAN's k discriminator updates per step.
-    updates = {name: max(1, total_steps * spec.updates[name] // t.accumulate) for name in optimizers}
+    updates = {name: max(1, window_updates(total_steps, steps_per_epoch, spec.updates[name], t.accumulate))
+               for name in optimizers}
     scheds = build.build_schedulers(cfg, optimizers, updates)
     ema = None
     if t.ema:
@@ -145,7 +146,8 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
     scaler = runtime.grad_scaler(device, precision)
     stepper = Stepper(optimizers, scheds, scaler=scaler, grad_clip=t.grad_clip, accumulate=t.accumulate,
                       on_nonfinite=t.on_nonfinite, device_type=device.type, grad_sync=grad_sync,
-                      param_names={id(p): n.rsplit(".", 1)[0] for n, p in task.model.named_parameters()})
+                      param_names={id(p): n.rsplit(".", 1)[0] for n, p in task.model.named_parameters()},
+                      per_step=spec.updates)
     monitor = t.monitor or task.monitor
     mode = t.monitor_mode or (task.monitor_mode if monitor == task.monitor else "min")
     tracker = None
@@ -188,20 +190,28 @@ def check_budget(cfg: DictConfig, step: int, total_steps: int) -> None:
                       "has trained; a resume can only keep or extend its budget")
 
 
+def window_updates(total_steps: int, steps_per_epoch: int, per_step: int, accumulate: int) -> int:
+    """An optimizer's updates in `total_steps` steps: its `per_step` backward passes a step, in windows of
+    `accumulate` of them aligned to epochs (each epoch's last step ends a window, maybe a shorter one)."""
+    epochs, rest = divmod(total_steps, steps_per_epoch)
+    return epochs * -(-steps_per_epoch * per_step // accumulate) + -(-rest * per_step // accumulate)
+
+
 def check_windows(cfg: DictConfig, steps_per_epoch: int, total_steps: int) -> None:
-    """A budget is a whole number of accumulation windows: the batches of a partial last window would never update
-    the weights (and their gradients, in no checkpoint, would be lost to a resume that extends the run)."""
+    """A trainer.max_steps budget ends at the end of an accumulation window: at a multiple of trainer.accumulate
+    steps into its epoch, or at the epoch's end (windows are aligned to epochs, dlx.stepper). Elsewhere the last
+    batches would never update the weights, and their gradients, in no checkpoint, would be lost to a resume that
+    extends the run. An epochs budget always ends at an epoch's end."""
     n = cfg.trainer.accumulate
-    if total_steps % n == 0:
+    epoch_start, into = total_steps // steps_per_epoch * steps_per_epoch, total_steps % steps_per_epoch
+    if into % n == 0:
         return
-    lower, upper = total_steps // n * n, (total_steps // n + 1) * n
-    whole = f"{lower} or {upper}" if lower else f"{upper}"
-    allowed = f"is not a whole number of trainer.accumulate={n} windows: the last {total_steps % n} batches would " \
-              "never update the weights"
-    if cfg.trainer.max_steps:
-        raise ConfigError("trainer.max_steps", cfg.trainer.max_steps, f"{allowed}; use {whole}")
-    raise ConfigError("trainer.epochs", cfg.trainer.epochs, f"is {total_steps} steps ({steps_per_epoch} per epoch), "
-                      f"which {allowed}; set trainer.max_steps={whole.replace(' or ', ' or trainer.max_steps=')}")
+    lower = epoch_start + into // n * n
+    upper = min(epoch_start + (into // n + 1) * n, epoch_start + steps_per_epoch)
+    allowed = f"{lower} or {upper}" if lower else f"{upper}"
+    raise ConfigError("trainer.max_steps", cfg.trainer.max_steps, f"ends inside a trainer.accumulate={n} window "
+                      f"(step {into} of an epoch of {steps_per_epoch}): its last {into % n} batches would never update "
+                      f"the weights; use {allowed} (a multiple of {n} steps into an epoch, or an epoch's end)")
 
 
 def model_size(task: torch.nn.Module, data: Any, device: torch.device) -> dict[str, Any]:

@@ -1,15 +1,22 @@
 """The Stepper: the only place that turns a loss into a parameter update.
 
 `step(name, loss)` does, for optimizer `name`: backward (scaled under fp16), gradient accumulation,
-unscaling, the global gradient norm, clipping, the finite check on loss and gradient norm (stopping
-*before* the optimizer step, so the weights and the last checkpoint stay good), the optimizer step,
-the scheduler step and zero_grad.
+unscaling, the mean over a short accumulation window, the global gradient norm, clipping, the finite
+check on loss and gradient norm (stopping *before* the optimizer step, so the weights and the last
+checkpoint stay good), the optimizer step, the scheduler step and zero_grad.
 
 The finite check reads one boolean per update on the host. On CPU that costs nothing; on a GPU it is
 the loop's single sync per update, the price of halting before a bad update rather than after it.
+
+Accumulation windows are aligned to epochs, as in timm, Lightning and the HF Trainer: each epoch's backward
+passes of an optimizer are grouped into windows of `trainer.accumulate` from the epoch's first batch, and the
+epoch's last step ends every optimizer's window, a shorter one when the epoch's batches are not a multiple
+of it. Each backward scales its loss by 1/n; the update of a short window of r < n passes multiplies the
+accumulated gradients by n/r first, so that it too steps with their mean (clipping and the finite check see
+that mean). The loop tells `begin` which step ends an epoch; nothing here reads a tensor to decide.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 
 import torch
@@ -49,12 +56,15 @@ class Stepper:
             follows the run's position, so it still ends at the last step).
         scaler: a GradScaler for fp16, else None.
         grad_clip: max global gradient norm, or None.
-        accumulate: batches per update (gradient accumulation).
+        accumulate: backward passes per update (gradient accumulation): batches, for an optimizer that makes
+            one per step; an epoch's last step ends every window (see the module docstring).
         on_nonfinite: "stop" raises Diverged; "skip" drops the update and counts it (`skipped`).
         device_type: for disabling autocast during backward.
         grad_sync: averages gradients over the ranks before each update (data parallelism without DDP
             wrappers), else None.
         param_names: id(param) -> layer name, for per-layer gradient norms at log steps.
+        per_step: optimizer name -> backward passes it makes per training step (TaskSpec.updates; 1 each
+            when not given): on an epoch's last step, the last of them ends the optimizer's window.
     """
 
     def __init__(
@@ -69,12 +79,16 @@ class Stepper:
         device_type: str = "cpu",
         grad_sync: Callable[[list[Tensor]], None] | None = None,
         param_names: dict[int, str] | None = None,
+        per_step: Mapping[str, int] | None = None,
     ):
         self.optimizers, self.schedulers, self.scaler = optimizers, schedulers, scaler
         self.grad_clip, self.accumulate, self.on_nonfinite = grad_clip, accumulate, on_nonfinite
         self.device_type, self.grad_sync = device_type, grad_sync
         self.param_names = param_names or {}
-        self.micro = dict.fromkeys(optimizers, 0)  # backward passes since the last update, per optimizer
+        self.per_step = dict(per_step) if per_step is not None else dict.fromkeys(optimizers, 1)
+        self.window = dict.fromkeys(optimizers, 0)  # backward passes in the open window (since the last update)
+        self.ends_epoch = False  # the current step is its epoch's last: it ends every window
+        self.left: dict[str, int] = {}  # backward passes left in the current step (counted on an epoch's last)
         self.updates = dict.fromkeys(optimizers, 0)  # updates applied
         self.skipped = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite=skip)
         self.step_count = 0  # the loop's step, for messages
@@ -82,40 +96,52 @@ class Stepper:
         self.capture_layers = False
         self.layer_grads: dict[str, Tensor] = {}
 
-    def begin(self, step: int, capture_layers: bool = False) -> None:
-        """The loop starts training step `step`; keep per-layer gradients of its updates when `capture_layers`."""
-        self.step_count, self.capture_layers = step, capture_layers
+    def begin(self, step: int, capture_layers: bool = False, ends_epoch: bool = False) -> None:
+        """The loop starts training step `step`; keep per-layer gradients of its updates when `capture_layers`;
+        `ends_epoch`: it is its epoch's last step, whose last backward of each optimizer ends that one's window."""
+        self.step_count, self.capture_layers, self.ends_epoch = step, capture_layers, ends_epoch
+        if ends_epoch:
+            self.left = dict(self.per_step)
 
     @property
     def in_window(self) -> bool:
         """Some optimizer holds gradients of an unfinished accumulation window (no checkpoint can hold them)."""
-        return any(m % self.accumulate for m in self.micro.values())
+        return any(self.window.values())
 
     def completes_window(self) -> bool:
-        """Whether the next backward of every optimizer ends its accumulation window (an update follows)."""
-        return all((m + 1) % self.accumulate == 0 for m in self.micro.values())
+        """Whether the next backward of every optimizer ends its accumulation window (an update follows): data
+        parallelism all-reduces gradients on that one only."""
+        return self.ends_epoch or all(m + 1 >= self.accumulate for m in self.window.values())
 
     def _params(self, name: str) -> list[Tensor]:
         return [p for g in self.optimizers[name].param_groups for p in g["params"] if p.grad is not None]
 
     def __call__(self, name: str, loss: Tensor) -> None:
-        self.micro[name] += 1
+        self.window[name] += 1
         # Backward outside autocast: the backward ops already run in the forward ops' dtypes. (Entering an
         # autocast context costs ~5 us a step; skip it when none is active, as under fp32.)
         on = torch.is_autocast_enabled(self.device_type)
         with torch.autocast(self.device_type, enabled=False) if on else nullcontext():
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        if self.micro[name] % self.accumulate == 0:
+        ends = self.window[name] >= self.accumulate
+        if self.ends_epoch:  # the epoch's last step: its last backward of `name` ends the window, full or not
+            self.left[name] -= 1
+            ends = ends or self.left[name] == 0
+        if ends:
             self._update(name, loss)
 
     def _update(self, name: str, loss: Tensor) -> None:
         opt = self.optimizers[name]
+        passes, self.window[name] = self.window[name], 0
         if self.grad_sync is not None:
             self.grad_sync([p for g in opt.param_groups for p in g["params"] if p.requires_grad])
         if self.scaler:
-            self.scaler.unscale_(opt)
+            self.scaler.unscale_(opt)  # first: the scaler checks the scaled gradients for infs
         params = self._params(name)
+        if passes < self.accumulate and params:
+            # A short window (an epoch's last): its passes each added loss/n; their mean is the sum times n/r.
+            torch._foreach_mul_([p.grad for p in params], self.accumulate / passes)
         norm = total_norm([p.grad for p in params]) if params else torch.zeros((), device=loss.device)
         self.grad_norms[name] = norm.detach()
         # Under fp16 an inf gradient is the scaler's business (it skips and lowers the scale), not divergence.
@@ -158,7 +184,9 @@ class Stepper:
         self.skipped += 1
 
     def state_dict(self) -> dict:
-        return {"micro": dict(self.micro), "updates": dict(self.updates), "skipped": self.skipped}
+        return {"window": dict(self.window), "updates": dict(self.updates), "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
-        self.micro, self.updates, self.skipped = dict(state["micro"]), dict(state["updates"]), state["skipped"]
+        # Checkpoints are written between windows only; an older one (a running count, "micro") was too.
+        self.window = dict(state.get("window") or dict.fromkeys(self.optimizers, 0))
+        self.updates, self.skipped = dict(state["updates"]), state["skipped"]
