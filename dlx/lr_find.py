@@ -76,7 +76,7 @@ def lr_find(cfg: Any, steps: int, start: float, end: float, beta: float, diverge
     """Run the range test on a fresh build of `cfg`; the curve, the suggestion and the divergence point."""
     import torch
 
-    from dlx import build, runtime
+    from dlx import build, prepare, runtime
     from dlx.stepper import Diverged, Stepper
 
     t = cfg.trainer
@@ -97,6 +97,7 @@ def lr_find(cfg: Any, steps: int, start: float, end: float, beta: float, diverge
                        f"({', '.join(groups)})")
     task.to(device)
     task.on_fit_start(data)
+    prepare.check_task(task, data, device, precision)
     optimizers = build.build_optimizers(cfg, task, device)
     (opt,) = optimizers.values()
     base = opt.param_groups[0]["lr"]

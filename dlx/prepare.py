@@ -52,26 +52,42 @@ def check_batches(cfg: DictConfig, data: Any, task: torch.nn.Module) -> None:
                           "needs at least 2 (raise it, or choose a model without BatchNorm)")
 
 
+@contextmanager
+def probing(task: torch.nn.Module, device: torch.device, precision: str) -> Iterator[torch.nn.Module]:
+    """A look at the task before training: eval mode (no BatchNorm statistics update), no gradients, autocast,
+    the RNG state kept (the run draws as seeded); the task's mode restored afterwards."""
+    was_training = task.training
+    task.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
+                runtime.autocast(device, precision):
+            yield task
+    finally:
+        task.train(was_training)
+
+
+def check_task(task: torch.nn.Module, data: Any, device: torch.device, precision: str) -> None:
+    """The task's own check of one validation batch before training (`Task.check_batch`: regress refuses a model
+    whose outputs do not fit its loss), under `probing`: the loop switches modes, tasks never do."""
+    with probing(task, device, precision):
+        task.check_batch(next(iter(data.batches("val"))))
+
+
 def check_monitor(monitor: str, task: torch.nn.Module, spec: TaskSpec, data: Any, device: torch.device,
                   precision: str) -> None:
     """A `trainer.monitor` the task does not log fails before training, not at the first validation.
 
     The task logs what its spec declares `on_validation_end` returns (val/ppl, val/fid, ...) and its
-    `validation_step` metrics, read from an evaluation of one validation batch (eval mode, no gradients, RNG
-    state kept), which `on_validation_end` closes so that sums over a split (lm's NLL) start afresh for the
-    first real validation.
+    `validation_step` metrics, read from an evaluation of one validation batch (`probing`), which
+    `on_validation_end` closes so that sums over a split (lm's NLL) start afresh for the first real validation.
     """
     end = [f"val/{k}" for k in spec.end_metrics]
     if monitor in end:
         return
     batch = next(iter(data.batches("val")))
-    was_training = task.training
-    task.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
-            runtime.autocast(device, precision):
+    with probing(task, device, precision):
         logged = sorted(f"val/{k}" for k in task.validation_step(batch))
         task.on_validation_end(data)
-    task.train(was_training)
     logged += end
     if monitor not in logged:
         logged = logged if task.monitor in logged else [*logged, task.monitor]
@@ -123,6 +139,7 @@ def setup(cfg: DictConfig, run_dir: Path, resume_state: dict | None = None,
         build.freeze(task, list(cfg.freeze))
     task.to(device)
     task.on_fit_start(data)
+    check_task(task, data, device, precision)
     spec = task.spec()
     check_batches(cfg, data, task)
     if t.monitor and t.monitor != task.monitor:

@@ -160,3 +160,21 @@ def test_the_judge_is_trained_once_per_data_set_through_the_loop(tmp_path: Path)
     assert (folder / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp
     assert all(torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values(),
                                                   strict=True))
+
+
+# ---- the loop switches modes, tasks never do ----------------------------------------------------------------
+def test_regress_checks_its_outputs_before_training_in_the_loops_eval_mode(tmp_path: Path) -> None:
+    from dlx.errors import ConfigError
+
+    hetero = ["experiment=aleatoric_1d", "model.batch_norm=true", "trainer.max_steps=2"]
+    with pytest.raises(ConfigError, match="model.num_classes=2"):  # 3 outputs for [y_hat, log sigma^2]
+        build_run(tmp_path / "wrong", *hetero, "model.num_classes=3")
+    r = build_run(tmp_path / "ok", *hetero)
+    norms = [m for m in r.task.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    # The check's forward ran in the eval mode the loop set (no statistics update), and training mode is back.
+    assert norms and all(int(m.num_batches_tracked) == 0 for m in norms) and r.task.training
+    r.tracker.close()
+    # The task itself switches nothing: its check in train mode would update the statistics.
+    with torch.no_grad():
+        r.task.check_batch(next(iter(r.data.batches("val"))))
+    assert all(int(m.num_batches_tracked) == 1 for m in norms)

@@ -5,9 +5,10 @@ autocast, train/eval switching, clipping, the finite check, checkpoints, logging
 The two meet in three places only:
 
 1. **Methods** the loop calls: `param_groups()`, `training_step(batch, step)`, `validation_step(batch)`,
-   `visuals(batch)`, `on_fit_start(data)`, `on_validation_end(data)`, and `recalibrate(inputs)` when the
-   spec asks for it. A task asks for an optimizer update by calling `step(name, loss)` (the Stepper) once
-   per update: classification once per batch, a GAN k times for "disc" and once for "gen".
+   `visuals(batch)`, `on_fit_start(data)`, `check_batch(batch)`, `on_validation_end(data)`, and
+   `recalibrate(inputs)` when the spec asks for it. A task asks for an optimizer update by calling
+   `step(name, loss)` (the Stepper) once per update: classification once per batch, a GAN k times for
+   "disc" and once for "gen".
 2. **The spec** (`Task.spec()` -> `TaskSpec`): what the loop must know beyond the methods, declared, never
    probed. Which optimizers and how many updates each makes per training step (schedules are sized in
    each optimizer's own updates), whether data parallelism may wrap the model in DDP, whether a step may
@@ -19,7 +20,7 @@ The two meet in three places only:
 
 Metrics are returned as dicts of 0-d tensors that are *means over the batch*; the loop weights them by
 the batch size, accumulates them on the device and reads them only at log intervals, so a task must
-never call `.item()`. `validation_step`, `visuals` and `on_validation_end` run in eval mode under
+never call `.item()`. `validation_step`, `visuals`, `on_validation_end` and `check_batch` run in eval mode under
 `torch.no_grad()`; the loop switches modes and restores them, tasks never do.
 """
 
@@ -143,6 +144,11 @@ class Task(nn.Module):
 
     def on_fit_start(self, data) -> None:  # noqa: ANN001 - a data module (dlx.data.base.TensorData)
         """Optional hook with the set-up data module (e.g. fit a PCA baseline, fix a noise batch)."""
+
+    def check_batch(self, batch: tuple[Tensor, ...]) -> None:
+        """Optional check of one validation batch before training, after `on_fit_start` (raise ConfigError for
+        data or a loss the model does not fit). The loop calls it in eval mode under `torch.no_grad()`, with the
+        RNG state kept, so a forward pass here updates no BatchNorm statistics and draws nothing."""
 
     def on_validation_end(self, data) -> dict[str, Tensor]:  # noqa: ANN001
         """Optional extra metrics computed once per evaluation over whole data (e.g. FID); means. It ends an

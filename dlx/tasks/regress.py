@@ -27,18 +27,14 @@ class Regress(Task):
                               "task=regress needs a regression loss: regress_mse, gaussian_nll or heteroscedastic")
         super().__init__(model, loss)
 
-    def on_fit_start(self, data) -> None:  # noqa: ANN001 - a data module
-        """Fail before training when targets are not float (B, D) or the output units do not fit the loss."""
-        x, y = next(iter(data.batches("val")))[:2]
+    def check_batch(self, batch: tuple[Tensor, ...]) -> None:
+        """Fail before training when targets are not float (B, D) or the output units do not fit the loss (the
+        loop calls this in eval mode under no_grad: the probe updates no BatchNorm statistics)."""
+        x, y = batch[0], batch[1]
         if not y.is_floating_point() or y.dim() != 2:
             got = f"{y.dtype} {tuple(y.shape)}"
             raise ConfigError("task", "regress", f"needs float targets (B, D); the data gives {got}")
-        was_training = self.model.training
-        self.model.eval()  # no BatchNorm statistics update from this probe
-        with torch.no_grad():
-            out = self.model(x[:2])
-        self.model.train(was_training)
-        check_outputs(out, y[:2], self.loss.outputs_per_target, type(self.loss).__name__)
+        check_outputs(self.model(x[:2]), y[:2], self.loss.outputs_per_target, type(self.loss).__name__)
 
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Predicted mean (B, D) and log-variance (B, D) or None."""
