@@ -5,8 +5,11 @@ training after the parent has gone."""
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import DLX, run_dirs, summary
 
@@ -62,3 +65,43 @@ def test_sigterm_to_dlx_claims_stops_its_training_child(tmp_path: Path) -> None:
     (run,) = run_dirs(tmp_path / "runs")
     assert summary(run)["status"] == "interrupted", out[-2000:]
     assert not (tmp_path / "claims.json").exists(), "an interrupted sweep is not measured"
+
+
+CHILD = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    out.write_text(signal.Signals(signum).name)
+    sys.exit(3)
+signal.signal(signal.SIGTERM, stop)
+out.write_text("ready")
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_gets_sigterm_when_its_parent_is_killed_with_sigkill(tmp_path: Path) -> None:
+    # The parent is dlx.child.run itself (what `dlx claims` calls), killed with SIGKILL: it forwards nothing; the
+    # kernel sends the child its parent-death signal, which it handles as any stop (here: writes its name).
+    marker = tmp_path / "child.txt"
+    parent_code = f"import sys; from dlx.child import run; run([sys.executable, '-c', {CHILD!r}, {str(marker)!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])})
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text() == "ready"):
+            assert parent.poll() is None and time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        (child,) = children(parent.pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        gone = time.monotonic() + 10
+        while alive(child) and time.monotonic() < gone:
+            time.sleep(0.05)
+        assert not alive(child), "the child outlived its SIGKILLed parent"
+        assert marker.read_text() == "SIGTERM"
+    finally:
+        for pid in (parent.pid, child):
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)
