@@ -132,7 +132,7 @@ def train_step(r: Run, t: SimpleNamespace, batch: tuple[Tensor, ...]) -> None:
     s = r.state
     ends_epoch = s.batch_in_epoch + 1 == r.steps_per_epoch  # it ends every accumulation window (dlx.stepper)
     r.stepper.begin(s.step + 1, capture_layers=t.log_grad_norms and (s.step + 1) % t.log_every == 0,
-                    ends_epoch=ends_epoch)
+                    batch=s.batch_in_epoch, ends_epoch=ends_epoch)
     batch = faults.poison(to_memory_format(batch, r.channels_last), s.step + 1)
     updates = sum(r.stepper.updates.values())
     with r.processes.micro_step(r.stepper.completes_window()), runtime.autocast(r.device, r.precision):

@@ -13,7 +13,8 @@ passes of an optimizer are grouped into windows of `trainer.accumulate` from the
 epoch's last step ends every optimizer's window, a shorter one when the epoch's batches are not a multiple
 of it. Each backward scales its loss by 1/n; the update of a short window of r < n passes multiplies the
 accumulated gradients by n/r first, so that it too steps with their mean (clipping and the finite check see
-that mean). The loop tells `begin` which step ends an epoch; nothing here reads a tensor to decide.
+that mean). The loop tells `begin` each step's batch index in its epoch and whether it is the epoch's last;
+nothing here reads a tensor to decide.
 """
 
 from collections.abc import Callable, Mapping
@@ -87,8 +88,9 @@ class Stepper:
         self.param_names = param_names or {}
         self.per_step = dict(per_step) if per_step is not None else dict.fromkeys(optimizers, 1)
         self.window = dict.fromkeys(optimizers, 0)  # backward passes in the open window (since the last update)
+        self.batch: int | None = None  # the current step's batch index in its epoch
         self.ends_epoch = False  # the current step is its epoch's last: it ends every window
-        self.left: dict[str, int] = {}  # backward passes left in the current step (counted on an epoch's last)
+        self.calls = dict.fromkeys(optimizers, 0)  # backward passes in the current step (when accumulating)
         self.updates = dict.fromkeys(optimizers, 0)  # updates applied
         self.skipped = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite=skip)
         self.step_count = 0  # the loop's step, for messages
@@ -96,12 +98,22 @@ class Stepper:
         self.capture_layers = False
         self.layer_grads: dict[str, Tensor] = {}
 
-    def begin(self, step: int, capture_layers: bool = False, ends_epoch: bool = False) -> None:
-        """The loop starts training step `step`; keep per-layer gradients of its updates when `capture_layers`;
-        `ends_epoch`: it is its epoch's last step, whose last backward of each optimizer ends that one's window."""
-        self.step_count, self.capture_layers, self.ends_epoch = step, capture_layers, ends_epoch
-        if ends_epoch:
-            self.left = dict(self.per_step)
+    def begin(self, step: int, capture_layers: bool = False, batch: int | None = None, ends_epoch: bool = False
+              ) -> None:
+        """The loop starts training step `step`; keep per-layer gradients of its updates when `capture_layers`.
+
+        Args:
+            step: the step about to run (for messages).
+            capture_layers: keep per-layer gradients of its updates (a log step).
+            batch: its batch index in its epoch (0: the first). An optimizer's window ends after its backward
+                passes of the epoch reach a multiple of `accumulate`: windows are a function of the position in
+                the epoch, also after a resume that changed `accumulate`. None: windows of `accumulate` passes
+                counted from the last update.
+            ends_epoch: it is its epoch's last step: each optimizer's last backward in it ends its window.
+        """
+        self.step_count, self.capture_layers, self.batch, self.ends_epoch = step, capture_layers, batch, ends_epoch
+        if self.accumulate > 1:
+            self.calls = dict.fromkeys(self.per_step, 0)
 
     @property
     def in_window(self) -> bool:
@@ -109,9 +121,24 @@ class Stepper:
         return any(self.window.values())
 
     def completes_window(self) -> bool:
-        """Whether the next backward of every optimizer ends its accumulation window (an update follows): data
-        parallelism all-reduces gradients on that one only."""
-        return self.ends_epoch or all(m + 1 >= self.accumulate for m in self.window.values())
+        """Whether the step's first backward of every optimizer ends its accumulation window (an update follows):
+        data parallelism all-reduces gradients on that one only."""
+        n = self.accumulate
+        if n == 1 or self.ends_epoch:
+            return True
+        if self.batch is None:
+            return all(m + 1 >= n for m in self.window.values())
+        return all((self.batch * self.per_step[name] + 1) % n == 0 for name in self.window)
+
+    def _ends_window(self, name: str) -> bool:
+        """Whether the backward just made for `name` ends its window (accumulating only)."""
+        self.calls[name] += 1
+        k = self.per_step[name]
+        if self.ends_epoch and self.calls[name] >= k:  # the epoch's last pass: the window ends, full or not
+            return True
+        if self.batch is None:
+            return self.window[name] >= self.accumulate
+        return (self.batch * k + self.calls[name]) % self.accumulate == 0  # passes into the epoch
 
     def _params(self, name: str) -> list[Tensor]:
         return [p for g in self.optimizers[name].param_groups for p in g["params"] if p.grad is not None]
@@ -124,11 +151,7 @@ class Stepper:
         with torch.autocast(self.device_type, enabled=False) if on else nullcontext():
             scaled = loss / self.accumulate if self.accumulate > 1 else loss
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        ends = self.window[name] >= self.accumulate
-        if self.ends_epoch:  # the epoch's last step: its last backward of `name` ends the window, full or not
-            self.left[name] -= 1
-            ends = ends or self.left[name] == 0
-        if ends:
+        if self.accumulate == 1 or self._ends_window(name):
             self._update(name, loss)
 
     def _update(self, name: str, loss: Tensor) -> None:
@@ -140,7 +163,8 @@ class Stepper:
             self.scaler.unscale_(opt)  # first: the scaler checks the scaled gradients for infs
         params = self._params(name)
         if passes < self.accumulate and params:
-            # A short window (an epoch's last): its passes each added loss/n; their mean is the sum times n/r.
+            # A short window (an epoch's last, or the first after a resume that changed `accumulate`): its
+            # passes each added loss/n; their mean is the sum times n/r.
             torch._foreach_mul_([p.grad for p in params], self.accumulate / passes)
         norm = total_norm([p.grad for p in params]) if params else torch.zeros((), device=loss.device)
         self.grad_norms[name] = norm.detach()

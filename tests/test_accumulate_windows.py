@@ -71,11 +71,12 @@ def test_a_short_window_updates_with_the_mean_gradient_of_its_batches(scaled: bo
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     stepper = Stepper({"main": opt}, {"main": sched}, scaler=torch.amp.GradScaler("cpu") if scaled else None,
                       grad_clip=clip, accumulate=3)
+    positions = [[(0, False), (1, False), (2, False)], [(3, False), (4, True)], [(0, False), (1, False), (2, False)]]
     step = 0
-    for window, epoch_end in zip(windows, (False, True, False), strict=True):
-        for i, (x, y) in enumerate(window):
+    for window, places in zip(windows, positions, strict=True):
+        for (x, y), (batch, epoch_end) in zip(window, places, strict=True):
             step += 1
-            stepper.begin(step, ends_epoch=epoch_end and i == len(window) - 1)
+            stepper.begin(step, batch=batch, ends_epoch=epoch_end)
             stepper("main", F.mse_loss(net(x), y))
         assert not stepper.in_window
     assert stepper.updates == {"main": 3} and sched.last_epoch == 3
@@ -83,6 +84,25 @@ def test_a_short_window_updates_with_the_mean_gradient_of_its_batches(scaled: bo
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     # The comparison can tell the mistakes apart.
     assert max((a - b).abs().max().item() for a, b in zip(mean.parameters(), wrong.parameters(), strict=True)) > 1e-3
+
+
+def test_windows_stay_aligned_to_the_epoch_after_a_resume_that_changes_accumulate() -> None:
+    # Resumed at batch 3 of an epoch of 8 (saved between windows of 3) with accumulate=2: the epoch's windows of
+    # 2 are 2-3, 4-5, 6-7, so batch 3 alone ends one (a short window: its own gradient), then 4-5 and 6-7.
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 2)
+    data = batches(4, 5)
+    ref = plain_reference(copy.deepcopy(net), [data[0:1], data[1:3], data[3:5]], None)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    stepper = Stepper({"main": opt}, {"main": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)}, accumulate=2)
+    updates = []
+    for batch, (x, y) in zip(range(3, 8), data, strict=True):
+        stepper.begin(batch + 1, batch=batch, ends_epoch=batch == 7)
+        stepper("main", F.mse_loss(net(x), y))
+        updates.append(stepper.updates["main"])
+    assert updates == [1, 1, 2, 2, 3] and not stepper.in_window
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_a_gan_ends_each_optimizers_window_at_the_epochs_last_step(tmp_path: Path) -> None:
@@ -120,6 +140,10 @@ def test_an_epochs_budget_trains_whatever_the_epochs_size(tmp_path: Path) -> Non
     r = fit_in_process(build_run(tmp_path / "epochs", *QUIET, "trainer.accumulate=3", "trainer.epochs=2",
                                  "trainer.max_steps=null", "trainer.val_every=100"))
     assert r.state.step == 16 and r.stepper.updates == {"main": 6}
+    # trainer.overfit_batches=5 makes an epoch 5 batches: windows of 2, 2 and a short 1 in each.
+    r = fit_in_process(build_run(tmp_path / "overfit", *QUIET, "trainer.accumulate=2", "trainer.overfit_batches=5",
+                                 "trainer.epochs=2", "trainer.max_steps=null", "trainer.val_every=100"))
+    assert (r.steps_per_epoch, r.state.step, r.stepper.updates) == (5, 10, {"main": 6})
 
 
 def test_a_max_steps_budget_that_ends_inside_a_window_is_refused(workdir: Path) -> None:
