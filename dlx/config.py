@@ -107,6 +107,8 @@ class RootSchema:
 def add_later_trainer_keys(cfg: DictConfig) -> None:
     """Give a run's saved config the trainer keys dlx gained after the run was trained (e.g. `threads`), at their
     defaults, so that it resumes as before instead of failing on a key it never set."""
+    if not isinstance(cfg.get("trainer"), DictConfig):  # a damaged config: check_config names what is missing
+        return
     defaults = OmegaConf.structured(TrainerSchema)
     for key in defaults:
         if key not in cfg.trainer:

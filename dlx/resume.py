@@ -120,9 +120,9 @@ def load_run_config(run_dir: Path, overrides: list[str]):  # noqa: ANN201 - Dict
 
     resolvers.register()
     cfg = rundir.read_config(run_dir)
-    add_later_trainer_keys(cfg)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise DlxError(f"{run_dir} has no checkpoints/last.pt to resume from")
+    add_later_trainer_keys(cfg)
     try:
         OmegaConf.set_struct(cfg, True)
         for item in overrides:
