@@ -35,6 +35,21 @@ def alive(pid: int) -> bool:
         return False
 
 
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` ends (or is a zombie) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def kill_left(*pids: int | None) -> None:
+    """Never leave a process behind, whatever failed."""
+    for pid in pids:
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_sigterm_to_dlx_claims_stops_its_training_child(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DLX_")}, "OMP_NUM_THREADS": "1"}
     argv = [DLX, "claims", "ce_vs_mse", "--seeds", "1", "--runs", str(tmp_path / "runs"), "--out",
@@ -52,14 +67,9 @@ def test_sigterm_to_dlx_claims_stops_its_training_child(tmp_path: Path) -> None:
         (child,) = children(parent.pid)
         parent.send_signal(signal.SIGTERM)
         parent.wait(timeout=60)
-        gone = time.monotonic() + 10
-        while alive(child) and time.monotonic() < gone:
-            time.sleep(0.1)
-        assert not alive(child), "the training child outlived dlx claims"
+        assert gone_within(child, 10), "the training child outlived dlx claims"
     finally:
-        for pid in (parent.pid, child):  # never leave a process behind, whatever failed
-            if pid is not None and alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_left(parent.pid, child)
     out = log.read_text()
     assert parent.returncode == 3, out[-2000:]
     (run,) = run_dirs(tmp_path / "runs")
@@ -96,12 +106,7 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed_with_sigkill(tmp_path: P
         (child,) = children(parent.pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
-        gone = time.monotonic() + 10
-        while alive(child) and time.monotonic() < gone:
-            time.sleep(0.05)
-        assert not alive(child), "the child outlived its SIGKILLed parent"
+        assert gone_within(child, 10), "the child outlived its SIGKILLed parent"
         assert marker.read_text() == "SIGTERM"
     finally:
-        for pid in (parent.pid, child):
-            if pid is not None and alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_left(parent.pid, child)
